@@ -1,0 +1,65 @@
+//! The `bootstrap` binary: parse the configuration, set up logging, serve.
+//!
+//! Everything else lives in the library, which the tests call the same way.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use bootstrap::telemetry::{self, TelemetrySettings};
+use bootstrap::{Bootstrap, Config, services};
+
+fn main() -> ExitCode {
+    let config = match Config::from_process() {
+        Ok(config) => config,
+        Err(e) => {
+            let code = e.exit_code();
+            if code == 0 {
+                print!("{}", e.message());
+            } else {
+                eprintln!("{}", e.message());
+            }
+            return ExitCode::from(code as u8);
+        }
+    };
+    let settings = TelemetrySettings {
+        json: config.json_logs(std::io::stdout().is_terminal()),
+        filter: config.log_level.clone(),
+        gcp_project: config.gcp_project.clone(),
+    };
+    let telemetry = match telemetry::init(&settings) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!(
+                "error: {}",
+                anyhow::Error::from(e)
+                    .chain()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bootstrap = services::register(Bootstrap::new(config)).telemetry(telemetry.clone());
+    let code = match runtime.block_on(bootstrap.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "bootstrap failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    // The last lines (the drain summary) must reach stdout before the process ends.
+    telemetry.shutdown();
+    code
+}
