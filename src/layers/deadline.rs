@@ -1,0 +1,134 @@
+//! The deadline trigger: every RPC ends with DEADLINE_EXCEEDED, with trailers, at the earlier of
+//! the client's `grpc-timeout` and the function timeout minus a margin.
+//!
+//! FC kills a request that outlives the function's execution timeout, and its client then sees
+//! "server closed the stream without sending trailers". Ending the RPC ourselves a little before
+//! that (`--timeout-margin`) turns the kill into a clean status. tonic's own `timeout()` covers
+//! only the time to response headers and answers CANCELLED, so it cannot do this.
+
+use std::time::Duration;
+
+use http::Request;
+use tonic::Status;
+use tonic::body::Body;
+
+use crate::layers::interrupt::{Fire, Trigger};
+
+/// Arms a timer per RPC.
+#[derive(Clone, Debug)]
+pub struct Deadline {
+    /// The longest any RPC may run: the function timeout minus the margin.
+    limit: Duration,
+}
+
+impl Deadline {
+    /// RPCs end by `timeout - margin` at the latest (never less than 1 ms).
+    pub fn new(timeout: Duration, margin: Duration) -> Deadline {
+        Deadline {
+            limit: timeout.saturating_sub(margin).max(Duration::from_millis(1)),
+        }
+    }
+}
+
+impl Trigger for Deadline {
+    fn arm(&self, request: &Request<Body>) -> Option<Fire> {
+        let client = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let (after, whose) = match client {
+            Some(c) if c < self.limit => (c, "the client's deadline"),
+            _ => (self.limit, "the function timeout"),
+        };
+        let sleep = tokio::time::sleep(after);
+        Some(Box::pin(async move {
+            sleep.await;
+            Status::deadline_exceeded(format!("{whose} of {after:?} expired"))
+        }))
+    }
+}
+
+/// Parses a `grpc-timeout` header value: at most 8 digits and one unit letter
+/// (H hours, M minutes, S seconds, m milliseconds, u microseconds, n nanoseconds).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value.len() < 2 || !value.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+    }
+
+    #[test]
+    fn grpc_timeout_rejects_malformed() {
+        for bad in [
+            "",
+            "m",
+            "10",
+            "123456789S",
+            "1x",
+            "-1S",
+            "1.5S",
+            "१S",
+            "1 S",
+            "S1",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn earlier_of_client_and_function_deadline() {
+        let deadline = Deadline::new(Duration::from_secs(60), Duration::from_millis(100));
+        let start = tokio::time::Instant::now();
+        let req = |t: Option<&str>| {
+            let mut b = Request::builder();
+            if let Some(t) = t {
+                b = b.header("grpc-timeout", t);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+
+        let status = deadline.arm(&req(Some("250m"))).unwrap().await;
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+
+        let start = tokio::time::Instant::now();
+        deadline.arm(&req(Some("2H"))).unwrap().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(59_900));
+
+        let start = tokio::time::Instant::now();
+        deadline.arm(&req(None)).unwrap().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(59_900));
+    }
+}
