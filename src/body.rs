@@ -48,3 +48,81 @@ impl<G: Unpin> http_body::Body for Guarded<G> {
         self.inner.size_hint()
     }
 }
+
+/// A layer that takes a guard for each request (from `make(&request)`) and holds it in the
+/// response body, so the guard lives exactly as long as the RPC.
+#[derive(Clone, Debug)]
+pub struct GuardLayer<F> {
+    make: F,
+}
+
+impl<F> GuardLayer<F> {
+    /// A layer calling `make` for every request.
+    pub fn new(make: F) -> Self {
+        GuardLayer { make }
+    }
+}
+
+impl<S, F: Clone> tower::Layer<S> for GuardLayer<F> {
+    type Service = Guard<S, F>;
+    fn layer(&self, inner: S) -> Guard<S, F> {
+        Guard {
+            inner,
+            make: self.make.clone(),
+        }
+    }
+}
+
+/// See [`GuardLayer`].
+#[derive(Clone, Debug)]
+pub struct Guard<S, F> {
+    inner: S,
+    make: F,
+}
+
+impl<S, F, G> tower::Service<http::Request<Body>> for Guard<S, F>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    F: Fn(&http::Request<Body>) -> G,
+    G: Unpin + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = GuardFuture<S::Future, G>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let guard = (self.make)(&request);
+        GuardFuture {
+            inner: self.inner.call(request),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner future; its response body takes the guard.
+    pub struct GuardFuture<F, G> {
+        #[pin]
+        inner: F,
+        guard: Option<G>,
+    }
+}
+
+impl<F, G, E> Future for GuardFuture<F, G>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+    G: Unpin + Send + 'static,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let guard = this.guard.take();
+        Poll::Ready(Ok(response.map(|body| Body::new(Guarded::new(body, guard)))))
+    }
+}

@@ -66,6 +66,82 @@ pub struct Config {
           value_name = "DURATION")]
     pub timeout: Duration,
 
+    /// Subtracted from --timeout so that our DEADLINE_EXCEEDED reaches the client before the
+    /// platform's own cut-off.
+    #[arg(long, env = "BOOTSTRAP_TIMEOUT_MARGIN", default_value = "100ms",
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout_margin: Duration,
+
+    /// How long in-flight RPCs may run on once a drain begins; those still open then end with
+    /// UNAVAILABLE. Under Cloud Run's 10s between SIGTERM and SIGKILL.
+    #[arg(long, env = "BOOTSTRAP_DRAIN_TIMEOUT", default_value = "8s",
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
+
+    /// The instance concurrency: each connection advertises it as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS and the process admits at most this many RPCs at once
+    /// (health checks excepted); the next is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "BOOTSTRAP_CONCURRENCY", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
+    pub concurrency: u32,
+
+    /// A connection with no open stream for this long gets GOAWAY and is closed, so an idle
+    /// client does not keep the instance billed. `off` keeps idle connections.
+    #[arg(long, env = "BOOTSTRAP_IDLE_TIMEOUT", default_value = "30s",
+          value_parser = parse_optional_duration, value_name = "DURATION|off")]
+    // Fully qualified so clap takes `off` through the parser instead of treating the flag as
+    // optional.
+    pub idle_timeout: ::std::option::Option<Duration>,
+
+    /// Connections older than this get GOAWAY (so clients rebalance); off by default.
+    #[arg(long, env = "BOOTSTRAP_MAX_CONNECTION_AGE", default_value = "off",
+          value_parser = parse_optional_duration, value_name = "DURATION|off")]
+    // Fully qualified so clap takes `off` through the parser instead of treating the flag as
+    // optional.
+    pub max_connection_age: ::std::option::Option<Duration>,
+
+    /// After --max-connection-age, how long open streams may finish before they end with
+    /// UNAVAILABLE and the connection is closed.
+    #[arg(long, env = "BOOTSTRAP_MAX_CONNECTION_AGE_GRACE", default_value = "10s",
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub max_connection_age_grace: Duration,
+
+    /// A connection that has not completed the HTTP/2 preface or an HTTP/1.1 request head
+    /// within this long is closed.
+    #[arg(long, env = "BOOTSTRAP_HANDSHAKE_TIMEOUT", default_value = "10s",
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub handshake_timeout: Duration,
+
+    /// Connections beyond this many are closed as soon as they are accepted.
+    #[arg(long, env = "BOOTSTRAP_MAX_CONNECTIONS", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections: u32,
+
+    /// The largest gRPC message received or sent, in bytes (FC's limit is 6 MiB); 0 = unlimited.
+    #[arg(long, env = "BOOTSTRAP_MAX_MESSAGE_BYTES", default_value_t = 6 * 1024 * 1024,
+          value_name = "BYTES")]
+    pub max_message_bytes: usize,
+
+    /// Drain and exit after running this long; off by default.
+    #[arg(long, env = "BOOTSTRAP_MAX_LIFETIME", default_value = "off",
+          value_parser = parse_optional_duration, value_name = "DURATION|off")]
+    // Fully qualified so clap takes `off` through the parser instead of treating the flag as
+    // optional.
+    pub max_lifetime: ::std::option::Option<Duration>,
+
+    /// Drain and exit once no connection has been open for this long; off by default.
+    #[arg(long, env = "BOOTSTRAP_IDLE_EXIT_AFTER", default_value = "off",
+          value_parser = parse_optional_duration, value_name = "DURATION|off")]
+    // Fully qualified so clap takes `off` through the parser instead of treating the flag as
+    // optional.
+    pub idle_exit_after: ::std::option::Option<Duration>,
+
+    /// Drain and exit when the peer has closed its last HTTP/2 connection (the front end's
+    /// GOAWAY or close on scale-in) and no other connection is open.
+    #[arg(long, env = "BOOTSTRAP_EXIT_ON_GOAWAY", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub exit_on_goaway: bool,
+
     /// Google Cloud project, for the trace field of Cloud Logging's JSON lines.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT")]
     pub gcp_project: Option<String>,
@@ -250,9 +326,34 @@ impl Config {
         if self.timeout.is_zero() {
             return Err(invalid("--timeout", "0s", "must be greater than zero"));
         }
+        if self.timeout_margin >= self.timeout {
+            return Err(invalid(
+                "--timeout-margin",
+                &humantime::format_duration(self.timeout_margin).to_string(),
+                format_args!(
+                    "must be less than --timeout ({})",
+                    humantime::format_duration(self.timeout)
+                ),
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(invalid(
+                "--handshake-timeout",
+                "0s",
+                "must be greater than zero",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| invalid("--log-level (RUST_LOG)", &self.log_level, e))?;
         Ok(())
+    }
+
+    /// The message size limit as tonic takes it (0 means unlimited).
+    pub fn message_limit(&self) -> usize {
+        match self.max_message_bytes {
+            0 => usize::MAX,
+            n => n,
+        }
     }
 
     /// The address to bind; see [`Config::host`] for the default.
@@ -301,6 +402,14 @@ fn invalid(source: &str, value: &str, reason: impl fmt::Display) -> ConfigError 
         source_name: source.to_string(),
         value: value.to_string(),
         reason: reason.to_string(),
+    }
+}
+
+/// Parses a duration, or `off` (also `0`) for none.
+pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    match s.trim() {
+        "off" | "0" => Ok(None),
+        other => parse_duration(other).map(|d| (!d.is_zero()).then_some(d)),
     }
 }
 
@@ -364,6 +473,31 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("60").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_optional_duration("off"), Ok(None));
+        assert_eq!(parse_optional_duration("0s"), Ok(None));
+        assert_eq!(
+            parse_optional_duration("3s"),
+            Ok(Some(Duration::from_secs(3)))
+        );
+        assert!(parse_optional_duration("3").is_err());
+    }
+
+    #[test]
+    fn margin_must_be_below_timeout() {
+        let err =
+            Config::load(["b", "--timeout", "1s", "--timeout-margin", "1s"], env(&[])).unwrap_err();
+        assert!(
+            err.message().contains("--timeout-margin"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn concurrency_is_bounded() {
+        assert!(Config::load(["b", "--concurrency", "0"], env(&[])).is_err());
+        let c = Config::load(["b", "--concurrency", "7"], env(&[])).unwrap();
+        assert_eq!(c.concurrency, 7);
     }
 
     #[test]

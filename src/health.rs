@@ -141,7 +141,7 @@ mod tests {
         life.initialize("t").await.unwrap();
         let second = stream.next().await.unwrap().unwrap();
         assert_eq!(second.status(), ServingStatus::Serving);
-        life.start_drain();
+        life.start_drain("test");
         let third = stream.next().await.unwrap().unwrap();
         assert_eq!(third.status(), ServingStatus::NotServing);
         assert!(stream.next().await.is_none());
@@ -153,7 +153,7 @@ mod tests {
         let mut stream = Box::pin(watch_stream(life.subscribe(), false));
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(first.status(), ServingStatus::ServiceUnknown);
-        life.start_drain();
+        life.start_drain("test");
         assert!(stream.next().await.is_none());
     }
 

@@ -7,7 +7,9 @@
 //!
 //! # async fn run() -> Result<(), bootstrap::Error> {
 //! let config = Config::from_process().unwrap_or_else(|e| panic!("{}", e.message()));
-//! bootstrap::services::register(Bootstrap::new(config)).run().await
+//! let summary = bootstrap::services::register(Bootstrap::new(config)).run().await?;
+//! println!("drained in {:?}", summary.duration);
+//! # Ok(())
 //! # }
 //! ```
 //!
@@ -35,7 +37,7 @@ pub mod layers;
 pub mod lifecycle;
 pub mod meter;
 pub mod proto;
-mod server;
+pub mod server;
 pub mod services;
 mod stack;
 pub mod status;
@@ -53,10 +55,12 @@ use tonic::service::Routes;
 
 pub use config::Config;
 pub use lifecycle::{BoxError, Lifecycle, Phase};
+pub use server::DrainSummary;
 
 use crate::config::InitOn;
 use crate::health::HealthService;
 use crate::lifecycle::Initializer;
+use crate::meter::{Meter, MethodKinds};
 
 /// A generated gRPC server whose message size limits can be set. `build.rs` implements it for
 /// every service in `proto/`, so `--max-message-bytes` reaches user services with no code.
@@ -126,7 +130,8 @@ impl Bootstrap {
         S::Future: Send + 'static,
     {
         self.service_names.push(S::NAME);
-        self.routes = self.routes.add_service(service);
+        let limit = self.config.message_limit();
+        self.routes = self.routes.add_service(service.with_message_limits(limit));
         self
     }
 
@@ -160,22 +165,29 @@ impl Bootstrap {
         self.lifecycle.clone()
     }
 
-    /// Binds the configured address and serves until SIGTERM or SIGINT.
-    pub async fn run(self) -> Result<(), Error> {
+    /// Binds the configured address and serves until SIGTERM or SIGINT; a second signal during
+    /// the drain ends the open RPCs at once.
+    pub async fn run(self) -> Result<DrainSummary, Error> {
         let addr = self.config.bind_addr();
         let listener = server::bind(addr).map_err(|source| Error::Bind { addr, source })?;
-        self.serve(listener, shutdown_signal()).await
+        let lifecycle = self.lifecycle.clone();
+        let signals = tokio::spawn(handle_signals(lifecycle));
+        let result = self.serve(listener, std::future::pending()).await;
+        signals.abort();
+        result
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains and returns. Tests bind port 0
-    /// and pass a oneshot receiver here.
+    /// Serves on `listener` until `shutdown` resolves (or another drain trigger fires: FC's
+    /// PreStop hook, `--max-lifetime`, `--idle-exit-after`, `--exit-on-goaway`), then drains and
+    /// returns what happened. Tests bind port 0 and pass a oneshot receiver as `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), Error> {
+    ) -> Result<DrainSummary, Error> {
         let config = self.config;
         let lifecycle = self.lifecycle;
+        let meter = Meter::default();
         let routes = grpc_routes(
             self.routes,
             &self.service_names,
@@ -183,11 +195,22 @@ impl Bootstrap {
             &config,
             &lifecycle,
         )?;
+        let hooks = hooks::Hooks {
+            lifecycle: lifecycle.clone(),
+            meter: meter.clone(),
+            drain_timeout: config.drain_timeout,
+            telemetry: self.telemetry,
+        };
         let app = stack::build(
             routes,
-            hooks::router(lifecycle.clone()),
+            hooks::router(hooks),
             &stack::StackSettings {
                 fc_lines: config.platform.is_fc(),
+                concurrency: config.concurrency as usize,
+                timeout: config.timeout,
+                timeout_margin: config.timeout_margin,
+                meter: meter.clone(),
+                kinds: MethodKinds::from_descriptor_sets(&self.descriptor_sets),
             },
         );
 
@@ -199,12 +222,25 @@ impl Bootstrap {
             reflection = !config.no_reflection,
             init_on = ?config.init_on,
             timeout = ?config.timeout,
+            timeout_margin = ?config.timeout_margin,
+            concurrency = config.concurrency,
+            drain_timeout = ?config.drain_timeout,
+            idle_timeout = ?config.idle_timeout,
+            handshake_timeout = ?config.handshake_timeout,
+            max_connections = config.max_connections,
+            max_connection_age = ?config.max_connection_age,
+            max_message_bytes = config.max_message_bytes,
+            max_lifetime = ?config.max_lifetime,
+            idle_exit_after = ?config.idle_exit_after,
+            exit_on_goaway = config.exit_on_goaway,
             "bootstrap listening"
         );
 
+        // Background tasks that live as long as the server; aborted when it returns.
+        let mut tasks = tokio::task::JoinSet::new();
         if config.init_on == InitOn::Startup {
             let lifecycle = lifecycle.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 let id = context::generate_request_id();
                 // The outcome is logged by the lifecycle and shown by health and /readyz.
                 let _ = lifecycle.initialize(&id).await;
@@ -212,17 +248,60 @@ impl Bootstrap {
         }
         {
             let lifecycle = lifecycle.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 shutdown.await;
-                if lifecycle.start_drain() {
-                    tracing::info!("shutdown requested: draining");
-                }
+                lifecycle.start_drain("shutdown requested");
             });
         }
+        if let Some(lifetime) = config.max_lifetime {
+            let lifecycle = lifecycle.clone();
+            tasks.spawn(async move {
+                tokio::time::sleep(lifetime).await;
+                lifecycle.start_drain("--max-lifetime reached");
+            });
+        }
+        tasks.spawn(log_meter_periodically(meter.clone()));
 
-        server::Server::new(listener, app, lifecycle).run().await;
-        tracing::info!("stopped");
-        Ok(())
+        let settings = server::Settings {
+            concurrency: config.concurrency,
+            max_connections: config.max_connections as usize,
+            drain_timeout: config.drain_timeout,
+            exit_on_goaway: config.exit_on_goaway,
+            idle_exit_after: config.idle_exit_after,
+            connection: server::connection::Limits {
+                handshake_timeout: config.handshake_timeout,
+                idle_timeout: config.idle_timeout,
+                max_age: config.max_connection_age,
+                max_age_grace: config.max_connection_age_grace,
+            },
+        };
+        let summary = server::Server::new(listener, app, lifecycle, meter, settings)
+            .run()
+            .await;
+        tasks.abort_all();
+        Ok(summary)
+    }
+}
+
+/// How often the meter is logged at debug level.
+const METER_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn log_meter_periodically(meter: Meter) {
+    let mut every = tokio::time::interval(METER_LOG_INTERVAL);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let m = meter.snapshot();
+        tracing::debug!(
+            unary_billed_ms = m.unary_billed.as_millis() as u64,
+            connection_billed_ms = m.connection_billed.as_millis() as u64,
+            unary_rpcs = m.unary_rpcs,
+            streaming_rpcs = m.streaming_rpcs,
+            rpcs_in_flight = m.rpcs_in_flight,
+            peak_rpcs = m.peak_rpcs,
+            connections_open = m.connections_open,
+            "meter"
+        );
     }
 }
 
@@ -246,8 +325,13 @@ fn grpc_routes(
         served.push(<v1alpha::ServerReflectionServer<()> as NamedService>::NAME);
     }
 
+    let limit = config.message_limit();
     let health = HealthService::new(lifecycle.clone(), served.iter().map(|n| n.to_string()));
-    let mut routes = routes.add_service(HealthServer::new(health));
+    let mut routes = routes.add_service(
+        HealthServer::new(health)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+    );
     if !config.no_reflection {
         let builder = || {
             let mut b = tonic_reflection::server::Builder::configure()
@@ -261,31 +345,46 @@ fn grpc_routes(
             b
         };
         routes = routes
-            .add_service(builder().build_v1()?)
-            .add_service(builder().build_v1alpha()?);
+            .add_service(
+                builder()
+                    .build_v1()?
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            )
+            .add_service(
+                builder()
+                    .build_v1alpha()?
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            );
     }
     Ok(routes)
 }
 
-/// Resolves on SIGTERM (how Cloud Run, Knative and Kubernetes ask an instance to stop) or SIGINT
-/// (Ctrl-C on a laptop).
-async fn shutdown_signal() {
+/// SIGTERM (how Cloud Run, Knative and Kubernetes ask an instance to stop) or SIGINT (Ctrl-C)
+/// starts the drain; a second one during the drain ends the open RPCs at once.
+async fn handle_signals(lifecycle: Lifecycle) {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-            }
-        }
-        // Without signal handlers the process can still be stopped by FC's PreStop hook or a
-        // kill; serving on is better than refusing to start.
-        _ => {
-            tracing::warn!("cannot install signal handlers");
-            std::future::pending::<()>().await;
+    ) else {
+        // Without handlers the process can still be stopped by FC's PreStop hook or a kill;
+        // serving on is better than refusing to start.
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    let mut received = 0;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        received += 1;
+        if received == 1 {
+            lifecycle.start_drain(&format!("{name} received"));
+        } else {
+            lifecycle.force(&format!("second signal ({name}) during the drain"));
         }
     }
 }

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OnceCell, watch};
+use tokio_util::sync::CancellationToken;
 
 /// A boxed error from user code (the initialiser).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -64,6 +65,11 @@ struct Inner {
     initializer: Mutex<Option<Initializer>>,
     /// Print FC's `FC Initialize Start/End` lines around the initialiser.
     fc_lines: bool,
+    /// Why the drain began, once it has.
+    drain_reason: Mutex<Option<String>>,
+    /// Cancelled when open RPCs must end now (drain timeout, or a second signal). Every
+    /// connection's own token is a child of this one.
+    force: CancellationToken,
 }
 
 impl Lifecycle {
@@ -75,6 +81,8 @@ impl Lifecycle {
                 init: OnceCell::new(),
                 initializer: Mutex::new(None),
                 fc_lines,
+                drain_reason: Mutex::new(None),
+                force: CancellationToken::new(),
             }),
         }
     }
@@ -141,16 +149,48 @@ impl Lifecycle {
         result
     }
 
-    /// Moves to Draining. Returns true for the call that started the drain, false when one had
-    /// already begun (or everything has stopped).
-    pub fn start_drain(&self) -> bool {
-        self.inner.phase.send_if_modified(|p| {
+    /// Moves to Draining for `reason`. Returns true for the call that started the drain, false
+    /// when one had already begun (or everything has stopped).
+    pub fn start_drain(&self, reason: &str) -> bool {
+        let first = self.inner.phase.send_if_modified(|p| {
             let first = matches!(p, Phase::Starting | Phase::Serving);
             if first {
                 *p = Phase::Draining;
             }
             first
-        })
+        });
+        if first {
+            *self
+                .inner
+                .drain_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+            tracing::info!(reason, "draining");
+        }
+        first
+    }
+
+    /// Why the drain began, if it has.
+    pub fn drain_reason(&self) -> Option<String> {
+        self.inner
+            .drain_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Ends every open RPC now, with UNAVAILABLE and trailers (starting a drain if none has).
+    pub fn force(&self, reason: &str) {
+        self.start_drain(reason);
+        if !self.inner.force.is_cancelled() {
+            tracing::warn!(reason, "ending every open RPC now");
+            self.inner.force.cancel();
+        }
+    }
+
+    /// The token cancelled by [`Lifecycle::force`].
+    pub(crate) fn force_token(&self) -> &CancellationToken {
+        &self.inner.force
     }
 
     /// Resolves once the phase is `phase` or a later one (immediately if it already is).
@@ -211,8 +251,9 @@ mod tests {
     #[tokio::test]
     async fn drain_starts_once_and_wins_over_late_init() {
         let life = Lifecycle::new(false);
-        assert!(life.start_drain());
-        assert!(!life.start_drain());
+        assert!(life.start_drain("test"));
+        assert!(!life.start_drain("again"));
+        assert_eq!(life.drain_reason().as_deref(), Some("test"));
         life.reached(Phase::Draining).await;
         assert!(life.initialize("a").await.is_ok());
         assert_eq!(life.phase(), Phase::Draining);

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     };
     let bootstrap = services::register(Bootstrap::new(config)).telemetry(telemetry.clone());
     let code = match runtime.block_on(bootstrap.run()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_summary) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "bootstrap failed");
             eprintln!("error: {e}");

@@ -9,19 +9,16 @@
 //! All times use tokio's clock, so the arithmetic is tested with a paused clock.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::body::Body;
-use tower::{Layer, Service};
 
-use crate::body::Guarded;
+use crate::body::GuardLayer;
 
 /// How an RPC is billed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,65 +251,14 @@ impl MethodKinds {
     }
 }
 
-/// Records every RPC in the meter.
-#[derive(Clone, Debug)]
-pub struct MeterLayer {
+/// A layer that records every RPC in `meter`, telling unary from streaming by `kinds`.
+pub fn layer(
     meter: Meter,
     kinds: MethodKinds,
-}
-
-impl MeterLayer {
-    /// A layer recording into `meter`, telling unary from streaming by `kinds`.
-    pub fn new(meter: Meter, kinds: MethodKinds) -> Self {
-        MeterLayer { meter, kinds }
-    }
-}
-
-impl<S> Layer<S> for MeterLayer {
-    type Service = Metered<S>;
-    fn layer(&self, inner: S) -> Metered<S> {
-        Metered {
-            inner,
-            meter: self.meter.clone(),
-            kinds: self.kinds.clone(),
-        }
-    }
-}
-
-/// See [`MeterLayer`].
-#[derive(Clone, Debug)]
-pub struct Metered<S> {
-    inner: S,
-    meter: Meter,
-    kinds: MethodKinds,
-}
-
-impl<S> Service<Request<Body>> for Metered<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = futures_util::future::Map<
-        S::Future,
-        Box<
-            dyn FnOnce(Result<Response<Body>, Infallible>) -> Result<Response<Body>, Infallible>
-                + Send,
-        >,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        use futures_util::FutureExt;
-        let guard = self.meter.rpc_started(self.kinds.of(request.uri().path()));
-        self.inner.call(request).map(Box::new(move |result| {
-            result.map(|response| response.map(|body| Body::new(Guarded::new(body, guard))))
-        }))
-    }
+) -> GuardLayer<impl Fn(&Request<Body>) -> RpcGuard + Clone> {
+    GuardLayer::new(move |request: &Request<Body>| {
+        meter.rpc_started(kinds.of(request.uri().path()))
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! ones decided.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use http::{Request, Response};
 use tonic::body::Body;
@@ -15,7 +16,13 @@ use tower::ServiceExt;
 use tower::steer::Steer;
 use tower::util::BoxCloneService;
 
+use crate::layers::admission::AdmissionLayer;
+use crate::layers::catch_panic::CatchPanicLayer;
+use crate::layers::deadline::Deadline;
+use crate::layers::drain::Drain;
+use crate::layers::interrupt::InterruptLayer;
 use crate::layers::request_log::RequestLogLayer;
+use crate::meter::{self, Meter, MethodKinds};
 use crate::status;
 
 /// The per-request service shared by every connection.
@@ -25,14 +32,36 @@ pub(crate) type AppService = BoxCloneService<Request<Body>, Response<Body>, Infa
 pub(crate) struct StackSettings {
     /// Print FC's per-invocation lines.
     pub fc_lines: bool,
+    /// The process-wide RPC limit.
+    pub concurrency: usize,
+    /// The function timeout and the margin kept before it.
+    pub timeout: Duration,
+    pub timeout_margin: Duration,
+    /// Where RPCs are counted and billed, and which methods stream.
+    pub meter: Meter,
+    pub kinds: MethodKinds,
 }
 
 /// Composes the gRPC routes and the HTTP router into one service.
 pub(crate) fn build(grpc: Routes, http: axum::Router, settings: &StackSettings) -> AppService {
     let grpc = ServiceBuilder::new()
         // Outermost: every RPC gets its span and its finish line, including RPCs that an inner
-        // layer refuses, so the log accounts for all of them.
+        // layer refuses or ends early, so the log accounts for all of them with their status.
         .layer(RequestLogLayer::new(settings.fc_lines))
+        // Next: a panic anywhere below becomes INTERNAL, logged inside the RPC's span.
+        .layer(CatchPanicLayer)
+        // Every RPC that reached us is in flight (the drain waits on it) and billed, refused
+        // ones included: FC bills them too.
+        .layer(meter::layer(settings.meter.clone(), settings.kinds.clone()))
+        // Refuse beyond the instance concurrency at once, before any work is done.
+        .layer(AdmissionLayer::new(settings.concurrency))
+        // The connection must close now (drain timeout, max connection age): UNAVAILABLE.
+        .layer(InterruptLayer::new(Drain))
+        // Innermost, so the timer covers exactly the handler and its response stream.
+        .layer(InterruptLayer::new(Deadline::new(
+            settings.timeout,
+            settings.timeout_margin,
+        )))
         .service(grpc);
 
     let http = ServiceExt::<Request<Body>>::map_response(http, |r: Response<axum::body::Body>| {

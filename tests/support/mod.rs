@@ -31,7 +31,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub lifecycle: Lifecycle,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), bootstrap::Error>>,
+    task: JoinHandle<Result<bootstrap::DrainSummary, bootstrap::Error>>,
 }
 
 /// The sample services with default test configuration, initialised at start-up.
@@ -85,15 +85,20 @@ impl TestServer {
         .expect("connect")
     }
 
-    /// Asks the server to stop and waits for `serve` to return.
-    pub async fn stop(mut self) {
+    /// Asks the server to stop and waits for `serve` to return its drain summary.
+    pub async fn stop(mut self) -> bootstrap::DrainSummary {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.finished().await
+    }
+
+    /// Waits for `serve` to return (after a drain started some other way).
+    pub async fn finished(mut self) -> bootstrap::DrainSummary {
         within("server stop", &mut self.task)
             .await
             .expect("server task")
-            .expect("serve result");
+            .expect("serve result")
     }
 }
 
