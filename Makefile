@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 PYTHON ?= python3
+# apt-get needs root; on a laptop run `make SUDO=sudo test`.
+SUDO ?=
 
 .PHONY: help run build test test-deps lint clean
 
@@ -16,8 +18,11 @@ run: ## Serve the sample services locally on :8089 (cargo run)
 build: ## Build the release binaries
 	$(CARGO) build --release --locked
 
-test-deps: ## Install what the tests need besides Rust (Python's grpcio clients)
+test-deps: ## Install what the tests need besides Rust: grpcio, grpcurl, h2load
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+	@command -v h2load >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client; }
 
 test: test-deps ## Run the whole test suite (what CI runs)
 	$(CARGO) test --locked
