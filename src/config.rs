@@ -146,6 +146,10 @@ pub struct Config {
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT")]
     pub gcp_project: Option<String>,
 
+    /// A one-shot command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The platform, detected from its environment variables. Not a flag.
     #[arg(skip)]
     pub platform: Platform,
@@ -153,6 +157,32 @@ pub struct Config {
     /// The port actually served after resolving `--port` and the platform variables. Not a flag.
     #[arg(skip = DEFAULT_PORT)]
     pub effective_port: u16,
+}
+
+/// One-shot commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Check a running bootstrap's health over gRPC (grpc.health.v1 Check) and exit 0 when it is
+    /// SERVING, 1 otherwise: an exec probe or container HEALTHCHECK with no curl in the image.
+    Probe(ProbeArgs),
+}
+
+/// Arguments of `bootstrap probe`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Address of the server to check. Default: 127.0.0.1 on the port this configuration
+    /// resolves (so a container's `PORT` or FC's variables are followed).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+
+    /// The service to check; `""` is the instance as a whole.
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub service: String,
+
+    /// How long the check may take.
+    #[arg(long = "probe-timeout", default_value = "2s", value_parser = parse_duration,
+          value_name = "DURATION")]
+    pub timeout: Duration,
 }
 
 /// How log lines are written.

@@ -18,12 +18,14 @@
 //! - [`config`]: the one configuration struct (flags and environment), validated at start-up.
 //! - [`Bootstrap`] (here): the builder that takes the configuration, the services and an optional
 //!   initialiser, and runs the server until it is told to stop.
-//! - [`server`]: the accept loop and each connection's task.
+//! - [`server`]: the accept loop, the drain, and (in `server::connection`) each connection.
 //! - [`stack`]: the layers every request goes through, in order; [`layers`] holds one per file.
 //! - [`lifecycle`]: Starting → Serving → Draining → Stopped, and the run-once initialiser.
 //! - [`health`]: `grpc.health.v1`, read from the lifecycle; [`hooks`]: the HTTP/1.1 endpoints.
 //! - [`context`]: request ids and trace ids from headers; [`telemetry`]: log set-up and format.
 //! - [`status`]: the one place where the bootstrap's own outcomes become gRPC statuses.
+//! - [`meter`]: billed time and RPCs in flight; [`body`]: guards held for an RPC's lifetime.
+//! - [`probe`]: `bootstrap probe`, a health check for exec probes and `HEALTHCHECK`.
 //! - [`services`]: the sample services; [`proto`]: code generated from `proto/`.
 
 #![forbid(unsafe_code)]
@@ -36,6 +38,7 @@ pub mod hooks;
 pub mod layers;
 pub mod lifecycle;
 pub mod meter;
+pub mod probe;
 pub mod proto;
 pub mod server;
 pub mod services;

@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use bootstrap::config::Command;
 use bootstrap::telemetry::{self, TelemetrySettings};
 use bootstrap::{Bootstrap, Config, services};
 
@@ -21,6 +22,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    if let Some(Command::Probe(args)) = &config.command {
+        return probe(&config, args);
+    }
     let settings = TelemetrySettings {
         json: config.json_logs(std::io::stdout().is_terminal()),
         filter: config.log_level.clone(),
@@ -62,4 +66,33 @@ fn main() -> ExitCode {
     // The last lines (the drain summary) must reach stdout before the process ends.
     telemetry.shutdown();
     code
+}
+
+/// `bootstrap probe`: exit 0 when the server answers SERVING, 1 otherwise, with one line saying
+/// what was found.
+fn probe(config: &Config, args: &bootstrap::config::ProbeArgs) -> ExitCode {
+    let addr = args
+        .addr
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{}", config.effective_port));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bootstrap::probe::probe(&addr, &args.service, args.timeout)) {
+        Ok(()) => {
+            println!("SERVING");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -181,3 +181,56 @@ async fn readme_documents_every_flag() {
         );
     }
 }
+
+#[tokio::test]
+async fn probe_subcommand_checks_health() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut bin = Binary::start(&["--init-on", "hook"], &[("PORT", &port_s)]).await;
+
+    // Not initialised yet: NOT_SERVING, exit 1. The probe follows PORT like the server does.
+    let out = binary_command(&["probe"], &[("PORT", &port_s)])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_SERVING"));
+
+    assert_eq!(
+        http(([127, 0, 0, 1], port).into(), "POST", "/initialize")
+            .await
+            .0,
+        200
+    );
+    let out = binary_command(&["probe"], &[("PORT", &port_s)])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+
+    let addr = format!("127.0.0.1:{port}");
+    let out = binary_command(
+        &["probe", "--addr", &addr, "--service", "helloworld.Greeter"],
+        &[],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(bin.terminate().await.success());
+
+    // Nothing listening: a clear one-line error and exit 1.
+    let out = binary_command(&["probe", "--addr", &addr], &[])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+}
