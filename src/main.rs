@@ -44,15 +44,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let bootstrap = services::register(Bootstrap::new(config)).telemetry(telemetry.clone());
     let code = match runtime.block_on(bootstrap.run()) {
@@ -75,15 +69,9 @@ fn probe(config: &Config, args: &bootstrap::config::ProbeArgs) -> ExitCode {
         .addr
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{}", config.effective_port));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(bootstrap::probe::probe(&addr, &args.service, args.timeout)) {
         Ok(()) => {
@@ -95,4 +83,12 @@ fn probe(config: &Config, args: &bootstrap::config::ProbeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds a tokio runtime, or says why not and gives the exit code.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
