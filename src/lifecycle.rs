@@ -67,8 +67,8 @@ struct Inner {
     fc_lines: bool,
     /// Why the drain began, once it has.
     drain_reason: Mutex<Option<String>>,
-    /// Cancelled when open RPCs must end now (drain timeout, or a second signal). Every
-    /// connection's own token is a child of this one.
+    /// Cancelled when open RPCs must end now (drain timeout, or a second signal). The server's
+    /// drain watches it, counts the RPCs still open, then ends them.
     force: CancellationToken,
 }
 
@@ -152,22 +152,22 @@ impl Lifecycle {
     /// Moves to Draining for `reason`. Returns true for the call that started the drain, false
     /// when one had already begun (or everything has stopped).
     pub fn start_drain(&self, reason: &str) -> bool {
-        let first = self.inner.phase.send_if_modified(|p| {
+        // The reason is recorded (and logged) before the phase changes, while the watch is
+        // locked: whoever wakes on Draining (the accept loop, which may finish the drain at
+        // once) must find the reason already there.
+        self.inner.phase.send_if_modified(|p| {
             let first = matches!(p, Phase::Starting | Phase::Serving);
             if first {
+                *self
+                    .inner
+                    .drain_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+                tracing::info!(reason, "draining");
                 *p = Phase::Draining;
             }
             first
-        });
-        if first {
-            *self
-                .inner
-                .drain_reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
-            tracing::info!(reason, "draining");
-        }
-        first
+        })
     }
 
     /// Why the drain began, if it has.

@@ -101,6 +101,9 @@ pub(crate) struct Server {
     settings: Settings,
     /// Cancelled when every connection must send GOAWAY and let its streams finish.
     goaway: CancellationToken,
+    /// Cancelled when every open RPC must end with UNAVAILABLE: by the drain, once it has
+    /// counted them, after the drain timeout or the lifecycle's force.
+    end_rpcs: CancellationToken,
     connections: TaskTracker,
     /// Admits at most --max-connections at once.
     connection_permits: Arc<Semaphore>,
@@ -133,6 +136,7 @@ impl Server {
             connection_permits: Arc::new(Semaphore::new(settings.max_connections)),
             settings,
             goaway: CancellationToken::new(),
+            end_rpcs: CancellationToken::new(),
             connections: TaskTracker::new(),
         }
     }
@@ -189,8 +193,11 @@ impl Server {
         let mut ended_unavailable = 0;
         let mut abandoned = 0;
         if !in_time {
+            // Counted before they are ended: once `end_rpcs` is cancelled they finish on their
+            // own connections' tasks, and a later count would miss them.
             ended_unavailable = self.meter.snapshot().rpcs_in_flight;
             self.lifecycle.force("drain timeout");
+            self.end_rpcs.cancel();
             // Each connection drops itself if its streams' trailers cannot be delivered within
             // its close grace; this bound only guards against a bug there.
             let bound = connection::CLOSE_GRACE + Duration::from_millis(500);
@@ -242,7 +249,7 @@ impl Server {
             self.service.clone(),
             self.settings.connection.clone(),
             self.goaway.clone(),
-            self.lifecycle.force_token().clone(),
+            self.end_rpcs.clone(),
             self.meter.clone(),
         );
         let exit_on_goaway = self.settings.exit_on_goaway;

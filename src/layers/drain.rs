@@ -1,8 +1,9 @@
 //! The drain trigger: ends an RPC with UNAVAILABLE when its connection must close now.
 //!
 //! Each connection carries a [`ForceClose`] token in its requests' extensions. The server
-//! cancels it when the drain timeout runs out (every connection's token is a child of the
-//! lifecycle's force token) or when a connection outlives `--max-connection-age` plus its grace.
+//! cancels it when the drain timeout runs out or the lifecycle is forced (every connection's
+//! token is a child of the server's), or when a connection outlives `--max-connection-age` plus
+//! its grace.
 //! UNAVAILABLE is the status clients retry on another connection or instance, which is exactly
 //! what the client should do.
 

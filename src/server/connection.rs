@@ -10,7 +10,7 @@
 //! - it reaches `--max-connection-age`: GOAWAY, then after the grace its open streams end with
 //!   UNAVAILABLE and trailers (its own force token) and it closes;
 //! - the server drains: GOAWAY, and if the drain times out the streams end with UNAVAILABLE
-//!   (the lifecycle's force token, this connection's token's parent).
+//!   (the server's token that ends every RPC, this connection's token's parent).
 //!
 //! After its streams have been ended with trailers, a connection gets a moment to deliver them;
 //! one that still has not closed after that is dropped.
