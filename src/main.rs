@@ -9,6 +9,12 @@ use bootstrap::config::Command;
 use bootstrap::telemetry::{self, TelemetrySettings};
 use bootstrap::{Bootstrap, Config, services};
 
+/// The static (musl) build's allocator: musl's malloc takes a global lock on every call, which
+/// costs about two thirds of the unary throughput; mimalloc keeps it at the glibc build's level.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::from_process() {
         Ok(config) => config,

@@ -9,6 +9,11 @@ the very file the server embeds.
 
 Usage:
     python3 tests/clients/stock_client.py --addr 127.0.0.1:PORT [--proto-dir proto]
+        [--tls-ca FILE [--server-name NAME]]
+
+Plaintext (h2c) by default, as against the bootstrap itself; with --tls-ca it speaks TLS, trusting
+the certificates in FILE, as against a TLS-terminating gateway (FC's, Cloud Run's, or nginx in
+the packaging tests); --server-name checks the certificate against NAME instead of the host.
 
 Needs: pip install grpcio grpcio-tools (and grpcio-health-checking for the health check,
 which is skipped when that package is missing). Prints one line per check; exits 0 only if
@@ -103,9 +108,30 @@ class Checker:
         print(f"FAIL {name}: {why}")
 
 
+def open_channel(grpc, args):
+    """A plaintext channel, or with --tls-ca a TLS one trusting only that CA."""
+    if not args.tls_ca:
+        return grpc.insecure_channel(args.addr)
+    try:
+        ca = args.tls_ca.read_bytes()
+    except OSError as err:
+        fatal(f"cannot read {args.tls_ca}: {err}")
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+    options = []
+    if args.server_name:
+        options.append(("grpc.ssl_target_name_override", args.server_name))
+    return grpc.secure_channel(args.addr, credentials, options=options)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--addr", required=True, help="host:port of the server (plaintext)")
+    parser.add_argument("--addr", required=True, help="host:port of the server")
+    parser.add_argument(
+        "--tls-ca", type=Path, help="use TLS, trusting the PEM certificates in this file"
+    )
+    parser.add_argument(
+        "--server-name", help="with --tls-ca: the name the certificate must carry (SNI too)"
+    )
     parser.add_argument(
         "--proto-dir", type=Path, default=REPO_ROOT / "proto", help="directory of the .proto files"
     )
@@ -116,6 +142,8 @@ def main():
         help="the feature database the server embeds",
     )
     args = parser.parse_args()
+    if args.server_name and not args.tls_ca:
+        parser.error("--server-name needs --tls-ca")
 
     grpc, (hello_pb2, hello_grpc), (route_pb2, route_grpc) = load_stubs(args.proto_dir.resolve())
     health = load_health()
@@ -125,7 +153,7 @@ def main():
     if not named or not unnamed:
         fatal(f"{args.db} needs both named and unnamed features for these checks")
 
-    channel = grpc.insecure_channel(args.addr)
+    channel = open_channel(grpc, args)
     try:
         grpc.channel_ready_future(channel).result(timeout=DEADLINE_S)
     except grpc.FutureTimeoutError:
