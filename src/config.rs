@@ -13,6 +13,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
+
+pub use crate::layers::auth::Secret;
 use clap::{ArgAction, Parser, ValueEnum};
 
 /// The port served when neither `--port` nor any platform variable names one: the port FC's gRPC
@@ -141,6 +143,22 @@ pub struct Config {
     #[arg(long, env = "BOOTSTRAP_EXIT_ON_GOAWAY", action = ArgAction::SetTrue,
           value_parser = BoolishValueParser::new())]
     pub exit_on_goaway: bool,
+
+    /// Require `authorization: Bearer <TOKEN>` on every RPC except health (NVCF's shape).
+    /// Compared in constant time and never logged.
+    #[arg(long, env = "BOOTSTRAP_AUTH_TOKEN", value_name = "TOKEN", hide_env_values = true,
+          value_parser = parse_secret)]
+    pub auth_token: Option<Secret>,
+
+    /// Read the token for --auth-token from this file (surrounding whitespace trimmed), for
+    /// secrets mounted as files.
+    #[arg(
+        long,
+        env = "BOOTSTRAP_AUTH_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "auth_token"
+    )]
+    pub auth_token_file: Option<std::path::PathBuf>,
 
     /// Google Cloud project, for the trace field of Cloud Logging's JSON lines.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT")]
@@ -346,6 +364,14 @@ impl Config {
     {
         let mut config = Config::try_parse_from(args)?;
         config.effective_port = resolve_port(config.port, &env)?;
+        if let Some(path) = &config.auth_token_file {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("--auth-token-file", &shown, e))?;
+            let secret = parse_secret(text.trim())
+                .map_err(|reason| invalid("--auth-token-file", &shown, reason))?;
+            config.auth_token = Some(secret);
+        }
         config.platform = Platform::detect(&env);
         config.validate()?;
         Ok(config)
@@ -435,6 +461,17 @@ fn invalid(source: &str, value: &str, reason: impl fmt::Display) -> ConfigError 
     }
 }
 
+/// Checks a bearer token: a token that could never arrive in a header would lock every client out.
+pub fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be visible ASCII without spaces".into());
+    }
+    Ok(Secret::new(s))
+}
+
 /// Parses a duration, or `off` (also `0`) for none.
 pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
     match s.trim() {
@@ -518,6 +555,26 @@ mod tests {
             Config::load(["b", "--timeout", "1s", "--timeout-margin", "1s"], env(&[])).unwrap_err();
         assert!(
             err.message().contains("--timeout-margin"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn auth_token_from_flag_or_file() {
+        let c = Config::load(["b", "--auth-token", "abc"], env(&[])).unwrap();
+        assert_eq!(c.auth_token.unwrap().expose(), "abc");
+        assert!(Config::load(["b", "--auth-token", "a b"], env(&[])).is_err());
+
+        let path = std::env::temp_dir().join(format!("bootstrap-token-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::load(["b", "--auth-token-file", p], env(&[])).unwrap();
+        assert_eq!(c.auth_token.unwrap().expose(), "from-file");
+        std::fs::remove_file(&path).unwrap();
+        let err = Config::load(["b", "--auth-token-file", p], env(&[])).unwrap_err();
+        assert!(
+            err.message().contains("--auth-token-file"),
             "{}",
             err.message()
         );

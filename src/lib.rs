@@ -214,6 +214,7 @@ impl Bootstrap {
                 timeout_margin: config.timeout_margin,
                 meter: meter.clone(),
                 kinds: MethodKinds::from_descriptor_sets(&self.descriptor_sets),
+                auth_token: config.auth_token.clone(),
             },
         );
 
@@ -236,6 +237,7 @@ impl Bootstrap {
             max_lifetime = ?config.max_lifetime,
             idle_exit_after = ?config.idle_exit_after,
             exit_on_goaway = config.exit_on_goaway,
+            auth = config.auth_token.is_some(),
             "bootstrap listening"
         );
 

@@ -17,6 +17,7 @@ use tower::steer::Steer;
 use tower::util::BoxCloneService;
 
 use crate::layers::admission::AdmissionLayer;
+use crate::layers::auth::{AuthLayer, Secret};
 use crate::layers::catch_panic::CatchPanicLayer;
 use crate::layers::deadline::Deadline;
 use crate::layers::drain::Drain;
@@ -40,6 +41,8 @@ pub(crate) struct StackSettings {
     /// Where RPCs are counted and billed, and which methods stream.
     pub meter: Meter,
     pub kinds: MethodKinds,
+    /// The bearer token RPCs must carry, if any.
+    pub auth_token: Option<Secret>,
 }
 
 /// Composes the gRPC routes and the HTTP router into one service.
@@ -53,6 +56,9 @@ pub(crate) fn build(grpc: Routes, http: axum::Router, settings: &StackSettings) 
         // Every RPC that reached us is in flight (the drain waits on it) and billed, refused
         // ones included: FC bills them too.
         .layer(meter::layer(settings.meter.clone(), settings.kinds.clone()))
+        // Without the bearer token (when one is configured) nothing below runs, and no
+        // concurrency permit is spent on the caller.
+        .layer(AuthLayer::new(settings.auth_token.clone()))
         // Refuse beyond the instance concurrency at once, before any work is done.
         .layer(AdmissionLayer::new(settings.concurrency))
         // The connection must close now (drain timeout, max connection age): UNAVAILABLE.
