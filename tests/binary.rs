@@ -234,3 +234,48 @@ async fn probe_subcommand_checks_health() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+#[tokio::test]
+async fn cloud_run_lines_are_structured_and_linked_to_the_trace() {
+    let port = free_port();
+    let port_s = port.to_string();
+    // Cloud Run sets K_SERVICE and PORT; with no terminal, `auto` means JSON there.
+    let mut bin = Binary::start(
+        &[],
+        &[
+            ("K_SERVICE", "greeter"),
+            ("PORT", &port_s),
+            ("GOOGLE_CLOUD_PROJECT", "my-project"),
+        ],
+    )
+    .await;
+    let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(HelloRequest { name: "run".into() });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    GreeterClient::new(channel)
+        .say_hello(request)
+        .await
+        .unwrap();
+
+    let line = bin.wait_for_line("rpc finished").await;
+    let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(json["severity"], "INFO");
+    assert_eq!(
+        json["logging.googleapis.com/trace"],
+        format!("projects/my-project/traces/{trace}")
+    );
+    assert_eq!(json["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+    // With no x-fc-request-id or x-request-id, the trace id is the request id.
+    assert_eq!(json["request_id"], trace);
+    // Cloud Run gets no FC lines.
+    assert!(!bin.seen.iter().any(|l| l.starts_with("FC ")));
+    assert!(bin.terminate().await.success());
+}
