@@ -70,6 +70,10 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+.PHONY: fuzz
+fuzz: ## Run each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) and fail on a crash
+	bench/fuzz.sh
+
 clean: ## Remove build outputs
 	$(CARGO) clean
 	rm -rf $(DIST)

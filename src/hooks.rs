@@ -28,17 +28,24 @@ use crate::telemetry::Telemetry;
 /// Longest a `/pre-freeze` waits for the log writer: a stuck stdout must not hang the hook.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the endpoints read.
+/// What the endpoints read. Public so that an embedder serving its own HTTP front can mount the
+/// same probes and hooks, and so that the fuzz targets can drive the router directly.
 #[derive(Clone)]
-pub(crate) struct Hooks {
+pub struct Hooks {
+    /// The phase `/readyz` reports, the initialiser `/initialize` runs and the drain `/pre-stop`
+    /// starts (e.g. [`crate::Bootstrap::lifecycle`]).
     pub lifecycle: Lifecycle,
+    /// The RPCs in flight that `/pre-stop` waits for.
     pub meter: Meter,
+    /// The longest `/pre-stop` waits for those RPCs.
     pub drain_timeout: Duration,
+    /// The log writer `/pre-freeze` flushes, when there is one.
     pub telemetry: Option<Telemetry>,
 }
 
-/// The router for every non-gRPC request.
-pub(crate) fn router(hooks: Hooks) -> Router {
+/// The router for every non-gRPC request: the endpoints in the table above, 404 for any other
+/// path, 405 for a listed path with another method.
+pub fn router(hooks: Hooks) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
