@@ -22,7 +22,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 3155328
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 .PHONY: help run build build-deps package image deploy test test-deps test-packaging \
-	test-packaging-deps lint clean
+	test-packaging-deps test-attacks bench-attacks soak lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -62,9 +62,22 @@ test-packaging-deps: test-deps ## Install what the packaging tests need: podman,
 test: test-deps build ## Run the whole test suite (what CI runs): cargo test, then the packaging tests
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-packaging
+	$(MAKE) --no-print-directory test-attacks
 
 test-packaging: build test-packaging-deps ## The static binary, zip, image, s.yaml and a TLS gateway (pytest)
 	$(PYTHON) -m pytest -q tests/packaging
+
+test-attacks: ## Hostile input against the binary: floods, resets, slowloris, malformed gRPC (pytest)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/attacks/requirements.txt
+	$(PYTHON) -m pytest -q tests/attacks
+
+bench-attacks: ## The attack suite at 100x its iterations and durations (ATTACK_SCALE=long)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/attacks/requirements.txt
+	ATTACK_SCALE=long $(PYTHON) -m pytest -q tests/attacks
+
+soak: ## 10 minutes of mixed load and attacks, then a drain; writes bench/SOAK.md (SOAK_SECONDS=600)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/attacks/requirements.txt
+	$(PYTHON) bench/soak.py --duration $(or $(SOAK_SECONDS),600)
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

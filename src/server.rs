@@ -32,6 +32,11 @@ use crate::stack::AppService;
 /// hyper's guard against streams the server itself resets (RUSTSEC-2024-0003); tonic passes
 /// `None`, which turns it off.
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// The largest request header list accepted over HTTP/2, advertised as
+/// SETTINGS_MAX_HEADER_LIST_SIZE. hyper's default too, set here so the README's hostile-input
+/// table has one place to point at: a larger list gets 431 and RST_STREAM, and a header block
+/// needing more CONTINUATION frames than this allows gets GOAWAY ENHANCE_YOUR_CALM.
+pub(crate) const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 
 /// Binds `addr`. The unspecified IPv6 address is bound dual-stack (IPv4 too); where the host has
 /// no IPv6 it falls back to every IPv4 interface.
@@ -121,7 +126,8 @@ impl Server {
         http.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(settings.concurrency)
-            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE);
         // hyper enforces its HTTP/1.1 header read timeout only when it has a timer; a partial
         // request head is a handshake that did not complete.
         http.http1()

@@ -5,6 +5,13 @@
 //! "server closed the stream without sending trailers". Ending the RPC ourselves a little before
 //! that (`--timeout-margin`) turns the kill into a clean status. tonic's own `timeout()` covers
 //! only the time to response headers and answers CANCELLED, so it cannot do this.
+//!
+//! The timer only acts when hyper polls the response body, and hyper stops polling it while a
+//! chunk waits for flow-control window: a client that never opens its window (or never reads)
+//! would keep the RPC, its admission slot and the connection forever. So each RPC also gets a
+//! watchdog: if the RPC is still open [`STALL_GRACE`] after its deadline, it cancels the
+//! connection's [`ForceClose`] token, and the connection ends its other RPCs with UNAVAILABLE and
+//! is dropped (the way `--max-connection-age` ends one), which frees the stalled stream.
 
 use std::time::Duration;
 
@@ -12,7 +19,21 @@ use http::Request;
 use tonic::Status;
 use tonic::body::Body;
 
+use crate::layers::drain::ForceClose;
 use crate::layers::interrupt::{Fire, Trigger};
+
+/// How long past its deadline an RPC may stay open (its trailers stuck behind a closed
+/// flow-control window) before its connection is closed to free it.
+pub const STALL_GRACE: Duration = Duration::from_secs(1);
+
+/// Aborts the watchdog once the RPC's timer is gone: the RPC ended, or the timer ended it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Arms a timer per RPC.
 #[derive(Clone, Debug)]
@@ -42,7 +63,20 @@ impl Trigger for Deadline {
             _ => (self.limit, "the function timeout"),
         };
         let sleep = tokio::time::sleep(after);
+        // Requests from a connection carry its token; in-process callers (unit tests) may not.
+        let watchdog = request.extensions().get::<ForceClose>().map(|force| {
+            let force = force.0.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::time::sleep(after + STALL_GRACE).await;
+                tracing::warn!(
+                    "an RPC is still open {STALL_GRACE:?} past its deadline (the client does \
+                     not read): closing its connection"
+                );
+                force.cancel();
+            }))
+        });
         Some(Box::pin(async move {
+            let _watchdog = watchdog;
             sleep.await;
             Status::deadline_exceeded(format!("{whose} of {after:?} expired"))
         }))
