@@ -26,7 +26,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 3155328
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 .PHONY: help run build build-deps package image deploy test test-deps test-packaging \
-	test-packaging-deps test-attacks bench-attacks soak lint clean
+	test-packaging-deps test-attacks bench-attacks soak lint bench fuzz clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -87,7 +87,9 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-.PHONY: fuzz
+bench: ## Benchmark against a bare tonic server and grpc-go; writes bench/RESULTS.md
+	SUDO=$(SUDO) CARGO=$(CARGO) bench/run.sh
+
 fuzz: ## Run each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) and fail on a crash
 	bench/fuzz.sh
 
