@@ -11,12 +11,12 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::pin::Pin;
+use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::body::Body;
@@ -115,7 +115,8 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
+    /// The RPC itself, or an immediate UNAUTHENTICATED.
+    type Future = Either<S::Future, Ready<Result<Response<Body>, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -123,38 +124,11 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         if allowed(self.token.as_deref(), &request) {
-            ResponseFuture::Allowed {
-                inner: self.inner.call(request),
-            }
+            Either::Left(self.inner.call(request))
         } else {
-            ResponseFuture::Refused
-        }
-    }
-}
-
-pin_project! {
-    /// The RPC, or an immediate refusal.
-    #[project = Projected]
-    pub enum ResponseFuture<F> {
-        /// Authenticated (or no token configured).
-        Allowed { #[pin] inner: F },
-        /// Refused at once.
-        Refused,
-    }
-}
-
-impl<F> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, Infallible>>,
-{
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Projected::Allowed { inner } => inner.poll(cx),
-            Projected::Refused => Poll::Ready(Ok(status::response(Status::unauthenticated(
+            Either::Right(ready(Ok(status::response(Status::unauthenticated(
                 "this RPC needs `authorization: Bearer <token>`",
-            )))),
+            )))))
         }
     }
 }
