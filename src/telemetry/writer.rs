@@ -30,6 +30,13 @@ pub(crate) const QUEUE_CAPACITY: usize = 8192;
 /// Bytes batched before a write to the sink; bursts then cost one syscall, not one per line.
 const SINK_BUFFER: usize = 64 * 1024;
 
+/// After writing a batch, how long the writer thread lets lines gather before it waits again.
+/// While it is blocked in `recv`, every line logged has to wake it (a futex wake and a context
+/// switch, competing with the request path for the cores); pausing turns that into one wake-up
+/// per batch. Measured on a 2-core machine with a line per RPC: unary throughput 36k -> 54k req/s.
+/// A flush waits at most this much longer.
+const COALESCE: Duration = Duration::from_millis(2);
+
 /// How often a blocking flush retries to queue its marker while the channel is full.
 const RETRY_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -235,6 +242,7 @@ fn run(rx: Receiver<Message>, sink: Box<dyn Write + Send>, drops: &Drops, notice
         // The queue is empty: pressure has passed, so this is when to say what was lost.
         report_drops(&mut out, drops, notice);
         let _ = out.flush();
+        thread::sleep(COALESCE);
     }
 }
 
