@@ -35,6 +35,7 @@ from h2wire import (
     grpc_frame,
     grpc_headers,
     hello_request,
+    varint,
 )  # noqa: E402
 
 SAMPLE_EVERY_S = 10
@@ -131,8 +132,8 @@ class Load:
     def streams(self):
         """ListFeatures over the whole database, back to back, on one long-lived channel."""
         # Rectangle{lo: Point{-90e7, -180e7}, hi: Point{90e7, 180e7}} covers every feature.
-        lo = b"\x08" + varint_signed(-900000000) + b"\x10" + varint_signed(-1800000000)
-        hi = b"\x08" + varint_signed(900000000) + b"\x10" + varint_signed(1800000000)
+        lo = b"\x08" + varint(-900000000) + b"\x10" + varint(-1800000000)
+        hi = b"\x08" + varint(900000000) + b"\x10" + varint(1800000000)
         rect = b"\x0a" + bytes([len(lo)]) + lo + b"\x12" + bytes([len(hi)]) + hi
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             call = channel.unary_stream(
@@ -197,20 +198,6 @@ class Load:
         for t in threads:
             t.start()
         return threads
-
-
-def varint_signed(n):
-    """An int32 field's varint: negative values take ten bytes (two's complement on 64 bits)."""
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def main():

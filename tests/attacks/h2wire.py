@@ -56,7 +56,8 @@ def hello_request(name):
 
 
 def varint(n):
-    """Protobuf's base-128 varint."""
+    """Protobuf's base-128 varint; a negative int32 takes ten bytes (two's complement on 64 bits)."""
+    n &= (1 << 64) - 1
     out = bytearray()
     while True:
         byte = n & 0x7F
