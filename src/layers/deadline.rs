@@ -8,30 +8,98 @@
 //!
 //! The timer only acts when hyper polls the response body, and hyper stops polling it while a
 //! chunk waits for flow-control window: a client that never opens its window (or never reads)
-//! would keep the RPC, its admission slot and the connection forever. So each RPC also gets a
-//! watchdog: if the RPC is still open [`STALL_GRACE`] after its deadline, it cancels the
-//! connection's [`ForceClose`] token, and the connection ends its other RPCs with UNAVAILABLE and
-//! is dropped (the way `--max-connection-age` ends one), which frees the stalled stream.
+//! would keep the RPC, its admission slot and the connection forever. So each RPC is also entered
+//! in its connection's [`StallWatch`] at its deadline plus [`STALL_GRACE`]; if one is still open
+//! then, the connection's task cancels its [`crate::layers::drain::ForceClose`] token, and the
+//! connection ends its other RPCs with UNAVAILABLE and is dropped (the way
+//! `--max-connection-age` ends one), which frees the stalled stream. One watch per connection,
+//! rather than a timer task per RPC, because an RPC's cost is what the bootstrap is measured by.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::Request;
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
 use tonic::Status;
 use tonic::body::Body;
 
-use crate::layers::drain::ForceClose;
 use crate::layers::interrupt::{Fire, Trigger};
 
 /// How long past its deadline an RPC may stay open (its trailers stuck behind a closed
 /// flow-control window) before its connection is closed to free it.
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
 
-/// Aborts the watchdog once the RPC's timer is gone: the RPC ended, or the timer ended it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// When each of one connection's open RPCs must be over at the latest (its deadline plus
+/// [`STALL_GRACE`]). The connection puts it in its requests' extensions and waits on
+/// [`StallWatch::overdue`]; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct StallWatch(Arc<Stalls>);
 
-impl Drop for AbortOnDrop {
+#[derive(Debug, Default)]
+struct Stalls {
+    /// (time, sequence number): the sequence number keeps RPCs with the same time apart.
+    open: Mutex<BTreeSet<(Instant, u64)>>,
+    next: AtomicU64,
+    /// Woken when an RPC is entered that must end before all the others.
+    earlier: Notify,
+}
+
+/// One RPC's entry in its connection's [`StallWatch`]; dropping it removes the entry.
+struct Entered {
+    watch: StallWatch,
+    key: (Instant, u64),
+}
+
+impl Drop for Entered {
     fn drop(&mut self) {
-        self.0.abort();
+        self.watch.lock().remove(&self.key);
+    }
+}
+
+impl StallWatch {
+    fn lock(&self) -> MutexGuard<'_, BTreeSet<(Instant, u64)>> {
+        // A set of times: a panic elsewhere cannot leave it inconsistent.
+        self.0.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enters an RPC that must be over by `at`.
+    fn enter(&self, at: Instant) -> Entered {
+        let key = (at, self.0.next.fetch_add(1, Ordering::Relaxed));
+        let earliest = {
+            let mut open = self.lock();
+            let earliest = open.first().is_none_or(|first| key < *first);
+            open.insert(key);
+            earliest
+        };
+        if earliest {
+            self.0.earlier.notify_waiters();
+        }
+        Entered {
+            watch: self.clone(),
+            key,
+        }
+    }
+
+    /// Resolves once an RPC entered here is still open past the time it was entered with.
+    pub async fn overdue(&self) {
+        loop {
+            // Registered before the set is read, so an earlier entry in between is not missed.
+            let earlier = self.0.earlier.notified();
+            tokio::pin!(earlier);
+            earlier.as_mut().enable();
+            let first = self.lock().first().map(|(at, _)| *at);
+            match first {
+                Some(at) if at <= Instant::now() => return,
+                Some(at) => tokio::select! {
+                    () = sleep_until(at) => {}
+                    () = earlier => {}
+                },
+                None => earlier.await,
+            }
+        }
     }
 }
 
@@ -63,20 +131,13 @@ impl Trigger for Deadline {
             _ => (self.limit, "the function timeout"),
         };
         let sleep = tokio::time::sleep(after);
-        // Requests from a connection carry its token; in-process callers (unit tests) may not.
-        let watchdog = request.extensions().get::<ForceClose>().map(|force| {
-            let force = force.0.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                tokio::time::sleep(after + STALL_GRACE).await;
-                tracing::warn!(
-                    "an RPC is still open {STALL_GRACE:?} past its deadline (the client does \
-                     not read): closing its connection"
-                );
-                force.cancel();
-            }))
-        });
+        // Requests from a connection carry its watch; in-process callers (unit tests) may not.
+        let entered = request
+            .extensions()
+            .get::<StallWatch>()
+            .map(|watch| watch.enter(Instant::now() + after + STALL_GRACE));
         Some(Box::pin(async move {
-            let _watchdog = watchdog;
+            let _entered = entered;
             sleep.await;
             Status::deadline_exceeded(format!("{whose} of {after:?} expired"))
         }))
@@ -164,5 +225,34 @@ mod tests {
         let start = tokio::time::Instant::now();
         deadline.arm(&req(None)).unwrap().await;
         assert_eq!(start.elapsed(), Duration::from_millis(59_900));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stall_watch_fires_at_the_earliest_open_entry() {
+        let watch = StallWatch::default();
+        let start = Instant::now();
+        let s = Duration::from_secs(1);
+
+        // Nothing entered: never overdue.
+        assert!(tokio::time::timeout(10 * s, watch.overdue()).await.is_err());
+
+        // An entry made while the watch already waits, earlier than the one it waits for.
+        let late = watch.enter(Instant::now() + 30 * s);
+        let waiting = tokio::spawn({
+            let watch = watch.clone();
+            async move { watch.overdue().await }
+        });
+        tokio::time::sleep(s).await;
+        let early = watch.enter(Instant::now() + 5 * s);
+        waiting.await.unwrap();
+        assert_eq!(start.elapsed(), 16 * s);
+
+        // An entry that ended no longer counts: the next one does.
+        drop(early);
+        let before = Instant::now();
+        watch.overdue().await;
+        assert_eq!(before.elapsed(), 24 * s);
+        drop(late);
+        assert!(tokio::time::timeout(10 * s, watch.overdue()).await.is_err());
     }
 }

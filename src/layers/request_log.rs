@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -19,13 +20,26 @@ use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tonic::body::Body;
-use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 use tracing::Span;
 use tracing::field::Empty;
 
 use crate::context::RequestContext;
 use crate::status;
+
+/// The peer's address as the finish line shows it, put in each request's extensions by its
+/// connection: formatted once per connection rather than once per RPC.
+#[derive(Clone, Debug)]
+pub struct PeerAddr(Arc<str>);
+
+impl PeerAddr {
+    /// An IPv4 peer reaching a dual-stack listener shows as IPv4 (`1.2.3.4:5`, not
+    /// `[::ffff:1.2.3.4]:5`).
+    pub fn new(addr: SocketAddr) -> PeerAddr {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        PeerAddr(addr.to_string().into())
+    }
+}
 
 /// Adds request logging to a gRPC service.
 #[derive(Clone, Debug)]
@@ -73,14 +87,13 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let context = RequestContext::from_headers(req.headers());
-        let peer = req
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.clone());
+        // Fields are recorded as `&str` where they can be: a `%` (Display) field is formatted
+        // into a fresh string first, and this runs for every RPC.
         let span = tracing::info_span!(
             "rpc",
-            request_id = %context.request_id,
-            method = %req.uri().path(),
+            request_id = context.request_id.as_str(),
+            method = req.uri().path(),
             trace_id = Empty,
             span_id = Empty,
             trace_sampled = Empty,
@@ -116,7 +129,7 @@ where
 struct Finish {
     span: Span,
     start: Instant,
-    peer: Option<SocketAddr>,
+    peer: Option<Arc<str>>,
     request_id: String,
     fc_lines: bool,
 }
@@ -124,13 +137,12 @@ struct Finish {
 impl Finish {
     fn log(self, code: Code) {
         let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        let peer = self.peer.map(|p| p.to_string()).unwrap_or_default();
         tracing::info!(
             parent: &self.span,
             code = code as i32,
             status = ?code,
             duration_ms = (duration_ms * 1000.0).round() / 1000.0,
-            peer = %peer,
+            peer = self.peer.as_deref(),
             "rpc finished"
         );
         if self.fc_lines {
@@ -163,8 +175,11 @@ where
         let Ok(mut response) = ready!(result);
         let finish = this.finish.take();
         if let Some(finish) = &finish
-            && let Ok(value) = HeaderValue::from_str(&finish.request_id)
+            && let Ok(mut value) = HeaderValue::from_str(&finish.request_id)
         {
+            // Every id is new, so HPACK indexing it would only push useful entries out of both
+            // sides' tables (and cost a table update per response): send it as never indexed.
+            value.set_sensitive(true);
             response.headers_mut().insert("x-request-id", value);
         }
         // A trailers-only response (an error before any message) has its status in the headers.

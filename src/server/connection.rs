@@ -17,7 +17,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
@@ -37,7 +37,9 @@ use tonic::transport::server::Connected;
 use tower::ServiceBuilder;
 
 use crate::body::GuardLayer;
+use crate::layers::deadline::{STALL_GRACE, StallWatch};
 use crate::layers::drain::ForceClose;
+use crate::layers::request_log::PeerAddr;
 use crate::meter::Meter;
 use crate::stack::AppService;
 
@@ -70,7 +72,11 @@ pub(crate) enum ClosedBy {
 /// What the connection's task and its requests share.
 struct Shared {
     /// Streams (requests) open now.
-    active: watch::Sender<usize>,
+    active: AtomicUsize,
+    /// Woken when `active` goes from 0 to 1 or from 1 to 0, all the idle timer cares about. A
+    /// `watch` of the count woke the connection's task twice per RPC, for nothing while other
+    /// streams stay open (the common case under load).
+    idle_changed: Notify,
     /// The handshake completed: a full HTTP/2 preface, or a first HTTP/1.1 request.
     handshaken: watch::Sender<bool>,
     /// The connection speaks HTTP/2.
@@ -79,9 +85,16 @@ struct Shared {
 
 impl Shared {
     fn stream_started(self: &Arc<Self>) -> StreamGuard {
-        self.handshaken.send_replace(true);
-        self.active.send_modify(|n| *n += 1);
+        self.handshaken
+            .send_if_modified(|done| !std::mem::replace(done, true));
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.idle_changed.notify_waiters();
+        }
         StreamGuard(self.clone())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
     }
 }
 
@@ -90,7 +103,9 @@ struct StreamGuard(Arc<Shared>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.active.send_modify(|n| *n = n.saturating_sub(1));
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_changed.notify_waiters();
+        }
     }
 }
 
@@ -106,7 +121,8 @@ pub(crate) async fn serve(
 ) -> ClosedBy {
     let _open = meter.connection_opened();
     let shared = Arc::new(Shared {
-        active: watch::Sender::new(0),
+        active: AtomicUsize::new(0),
+        idle_changed: Notify::new(),
         handshaken: watch::Sender::new(false),
         h2: AtomicBool::new(false),
     });
@@ -116,9 +132,12 @@ pub(crate) async fn serve(
 
     // tonic's `Request::remote_addr()` reads the connect info from the request's extensions.
     let info = stream.connect_info();
+    let peer = info.remote_addr().map(PeerAddr::new);
+    let stalls = StallWatch::default();
     let service = {
         let shared = shared.clone();
         let force = ForceClose(force.clone());
+        let stalls = stalls.clone();
         ServiceBuilder::new()
             .map_request(|request: Request<Incoming>| request.map(Body::new))
             .layer(GuardLayer::new(move |_: &Request<Body>| {
@@ -127,6 +146,10 @@ pub(crate) async fn serve(
             .map_request(move |mut request: Request<Body>| {
                 request.extensions_mut().insert(info.clone());
                 request.extensions_mut().insert(force.clone());
+                request.extensions_mut().insert(stalls.clone());
+                if let Some(peer) = &peer {
+                    request.extensions_mut().insert(peer.clone());
+                }
                 request
             })
             .service(app)
@@ -142,7 +165,6 @@ pub(crate) async fn serve(
     let opened = Instant::now();
     let handshake_deadline = opened + limits.handshake_timeout;
     let age_deadline = limits.max_age.map(|age| opened + age);
-    let mut active = shared.active.subscribe();
     let mut shutting_down = false;
     let mut force_at: Option<Instant> = None;
     let mut drop_at: Option<Instant> = None;
@@ -167,7 +189,7 @@ pub(crate) async fn serve(
                     break false;
                 }
             }
-            () = idle(&mut active, limits.idle_timeout), if !shutting_down => {
+            () = idle(&shared, limits.idle_timeout), if !shutting_down => {
                 tracing::debug!("idle: GOAWAY");
                 conn.as_mut().graceful_shutdown();
                 shutting_down = true;
@@ -180,6 +202,13 @@ pub(crate) async fn serve(
             }
             () = sleep_until_opt(force_at), if !force.is_cancelled() => {
                 tracing::debug!("max connection age grace over: ending open streams");
+                force.cancel();
+            }
+            () = stalls.overdue(), if !force.is_cancelled() => {
+                tracing::warn!(
+                    "an RPC is still open {STALL_GRACE:?} past its deadline (the client does not \
+                     read): closing its connection"
+                );
                 force.cancel();
             }
             () = force.cancelled(), if drop_at.is_none() => {
@@ -199,16 +228,22 @@ pub(crate) async fn serve(
 }
 
 /// Resolves once no stream has been open for `timeout` (never, without a timeout).
-async fn idle(active: &mut watch::Receiver<usize>, timeout: Option<Duration>) {
+async fn idle(shared: &Shared, timeout: Option<Duration>) {
     let Some(timeout) = timeout else {
         return std::future::pending().await;
     };
     loop {
-        // The sender lives as long as the connection; if it is gone, nothing is open.
-        let _ = active.wait_for(|n| *n == 0).await;
-        tokio::select! {
-            () = tokio::time::sleep(timeout) => return,
-            changed = active.changed() => if changed.is_err() { return },
+        // Registered before the count is read, so a change in between is not missed.
+        let changed = shared.idle_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if shared.is_idle() {
+            tokio::select! {
+                () = tokio::time::sleep(timeout) => return,
+                () = changed => {}
+            }
+        } else {
+            changed.await;
         }
     }
 }

@@ -13,8 +13,6 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::time::SystemTime;
 
-use serde::Serialize;
-use serde::ser::Serializer;
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -43,10 +41,6 @@ impl JsonFields {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
         }
-    }
-
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     fn take(&mut self, name: &str) -> Option<Value> {
@@ -197,37 +191,62 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut fields = JsonFields::default();
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                if let Some(span_fields) = span.extensions().get::<JsonFields>() {
-                    for (name, value) in &span_fields.0 {
-                        fields.set(name, value.clone());
-                    }
-                }
-            }
-        }
+        // The fields are borrowed from the spans' extensions and the event, not copied: this runs
+        // for every RPC's finish line, and copying each value cost more than writing it.
+        let spans: Vec<_> = ctx
+            .event_scope()
+            .map(|scope| scope.from_root().collect())
+            .unwrap_or_default();
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
         let mut own = JsonFields::default();
         event.record(&mut JsonVisitor(&mut own));
-        let message = match own.take("message") {
-            Some(Value::String(text)) => text,
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
-        for (name, value) in own.0 {
+        let message = own.take("message");
+        let mut fields = FieldRefs::default();
+        for span_fields in extensions.iter().filter_map(|e| e.get::<JsonFields>()) {
+            for (name, value) in &span_fields.0 {
+                fields.set(name, value);
+            }
+        }
+        for (name, value) in &own.0 {
             fields.set(name, value);
         }
+        let message: Cow<'_, str> = match &message {
+            Some(Value::String(text)) => Cow::Borrowed(text),
+            Some(other) => Cow::Owned(other.to_string()),
+            None => Cow::Borrowed(""),
+        };
         let metadata = event.metadata();
-        let line = render_line(
+        // Built in a local buffer and handed over in one piece: each write to `writer` is a
+        // dynamic call, and a line is dozens of small writes.
+        let mut line = String::with_capacity(320);
+        write_line(
+            &mut line,
             SystemTime::now(),
             metadata.level(),
             &message,
             metadata.target(),
             &fields,
             self.gcp_project.as_deref(),
-        )
-        .map_err(|_| fmt::Error)?;
+        )?;
         writer.write_str(&line)
+    }
+}
+
+/// [`JsonFields`] borrowed: name/value pairs in order, a later value for a name replacing the
+/// earlier one in place.
+#[derive(Default)]
+struct FieldRefs<'a>(Vec<(&'a str, &'a Value)>);
+
+impl<'a> FieldRefs<'a> {
+    fn set(&mut self, name: &'a str, value: &'a Value) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 }
 
@@ -241,15 +260,6 @@ pub(crate) fn severity(level: &Level) -> &'static str {
     }
 }
 
-/// Serializes the entries as a JSON object in the given order (serde_json's `Map` would sort).
-struct Ordered<'a>(&'a [(Cow<'a, str>, Value)]);
-
-impl Serialize for Ordered<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
-    }
-}
-
 /// One complete JSON line, newline included.
 pub(crate) fn render_line(
     time: SystemTime,
@@ -258,44 +268,133 @@ pub(crate) fn render_line(
     target: &str,
     fields: &JsonFields,
     gcp_project: Option<&str>,
-) -> Result<String, serde_json::Error> {
-    let time = humantime::format_rfc3339_micros(time).to_string();
-    let mut entries: Vec<(Cow<'_, str>, Value)> = vec![
-        ("time".into(), Value::String(time)),
-        ("severity".into(), Value::from(severity(level))),
-        ("message".into(), Value::from(message)),
-        ("target".into(), Value::from(target)),
-    ];
+) -> String {
+    let mut refs = FieldRefs::default();
     for (name, value) in &fields.0 {
-        let key: Cow<'_, str> = if RESERVED.contains(name) {
-            format!("fields.{name}").into()
-        } else {
-            Cow::Borrowed(*name)
+        refs.set(name, value);
+    }
+    let mut line = String::with_capacity(256);
+    // Writing to a `String` cannot fail.
+    let _ = write_line(&mut line, time, level, message, target, &refs, gcp_project);
+    line
+}
+
+/// Writes one line: `{"time","severity","message","target", <fields>, <Cloud Logging keys>}`.
+///
+/// Written by hand rather than through serde_json's serializer so that nothing is copied into
+/// an intermediate map first; the values are serde_json's, and so is their text.
+fn write_line<W: fmt::Write>(
+    out: &mut W,
+    time: SystemTime,
+    level: &Level,
+    message: &str,
+    target: &str,
+    fields: &FieldRefs<'_>,
+    gcp_project: Option<&str>,
+) -> fmt::Result {
+    write!(
+        out,
+        "{{\"time\":\"{}\",\"severity\":\"{}\",\"message\":",
+        humantime::format_rfc3339_micros(time),
+        severity(level)
+    )?;
+    write_json_str(out, message)?;
+    out.write_str(",\"target\":")?;
+    write_json_str(out, target)?;
+
+    let trace = gcp_project.zip(fields.get("trace_id"));
+    let span_id = fields.get("span_id");
+    let sampled = fields.get("trace_sampled").and_then(bool_of);
+    for (name, value) in &fields.0 {
+        // The derived keys win over a field that happens to use Cloud Logging's own key.
+        let derived = match *name {
+            TRACE_KEY => trace.is_some(),
+            SPAN_ID_KEY => span_id.is_some(),
+            SAMPLED_KEY => sampled.is_some(),
+            _ => false,
         };
-        entries.push((key, value.clone()));
+        if derived {
+            continue;
+        }
+        out.write_char(',')?;
+        if RESERVED.contains(name) {
+            out.write_str("\"fields.")?;
+            write_json_escaped(out, name)?;
+            out.write_char('"')?;
+        } else {
+            write_json_str(out, name)?;
+        }
+        out.write_char(':')?;
+        write_json_value(out, value)?;
     }
-    let mut special = Vec::new();
-    if let (Some(project), Some(trace_id)) = (gcp_project, fields.get("trace_id")) {
-        let trace_id = text_of(trace_id);
-        special.push((
-            TRACE_KEY,
-            Value::String(format!("projects/{project}/traces/{trace_id}")),
-        ));
+    if let Some((project, trace_id)) = trace {
+        write!(out, ",\"{TRACE_KEY}\":\"projects/")?;
+        write_json_escaped(out, project)?;
+        out.write_str("/traces/")?;
+        write_json_escaped(out, &text_of(trace_id))?;
+        out.write_char('"')?;
     }
-    if let Some(span_id) = fields.get("span_id") {
-        special.push((SPAN_ID_KEY, Value::String(text_of(span_id).into_owned())));
+    if let Some(span_id) = span_id {
+        write!(out, ",\"{SPAN_ID_KEY}\":")?;
+        write_json_str(out, &text_of(span_id))?;
     }
-    if let Some(sampled) = fields.get("trace_sampled").and_then(bool_of) {
-        special.push((SAMPLED_KEY, Value::Bool(sampled)));
+    if let Some(sampled) = sampled {
+        write!(out, ",\"{SAMPLED_KEY}\":{sampled}")?;
     }
-    for (key, value) in special {
-        // The derived value wins over a field that happens to use Cloud Logging's own key.
-        entries.retain(|(k, _)| k != key);
-        entries.push((key.into(), value));
+    out.write_str("}\n")
+}
+
+/// A JSON string literal, quotes included.
+fn write_json_str<W: fmt::Write>(out: &mut W, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    write_json_escaped(out, text)?;
+    out.write_char('"')
+}
+
+/// `text` escaped for a JSON string as serde_json escapes it: quote, backslash and control
+/// characters; everything else, non-ASCII included, as it is.
+fn write_json_escaped<W: fmt::Write>(out: &mut W, text: &str) -> fmt::Result {
+    // Nearly every string needs no escaping (ids, paths, messages). A fold with no early exit
+    // compiles to a vector loop, far cheaper than a branch on every byte.
+    let needs_escape = |byte: u8| byte < 0x20 || byte == b'"' || byte == b'\\';
+    if !text
+        .bytes()
+        .fold(false, |any, byte| any | needs_escape(byte))
+    {
+        return out.write_str(text);
     }
-    let mut line = serde_json::to_string(&Ordered(&entries))?;
-    line.push('\n');
-    Ok(line)
+    let mut plain = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `at` is an ASCII byte, so both slices end on character boundaries.
+        out.write_str(&text[plain..at])?;
+        if escaped.is_empty() {
+            write!(out, "\\u{byte:04x}")?;
+        } else {
+            out.write_str(escaped)?;
+        }
+        plain = at + 1;
+    }
+    out.write_str(&text[plain..])
+}
+
+fn write_json_value<W: fmt::Write>(out: &mut W, value: &Value) -> fmt::Result {
+    match value {
+        Value::String(text) => write_json_str(out, text),
+        // `Number`, `Bool` and `Null` display as their JSON text; arrays and objects never come
+        // from a visitor, but serde_json's own text is right for them too.
+        other => write!(out, "{other}"),
+    }
 }
 
 /// The line reporting dropped log lines, in this format.
@@ -312,7 +411,6 @@ pub(crate) fn drop_notice_line(target: &str, dropped: u64) -> Vec<u8> {
         &fields,
         None,
     )
-    .unwrap_or_else(|_| format!("{message}\n"))
     .into_bytes()
 }
 
