@@ -9,9 +9,9 @@ use bootstrap::config::Command;
 use bootstrap::telemetry::{self, TelemetrySettings};
 use bootstrap::{Bootstrap, Config, services};
 
-/// The static (musl) build's allocator: musl's malloc takes a global lock on every call, which
-/// costs about two thirds of the unary throughput; mimalloc keeps it at the glibc build's level.
-#[cfg(target_env = "musl")]
+/// The allocator of both builds. musl's malloc takes a global lock on every call, which cost the
+/// static build about two thirds of its unary throughput; against glibc's malloc, mimalloc takes
+/// about 8,000 of the instructions an RPC costs (callgrind, unary SayHello, ~80,000 in all).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
