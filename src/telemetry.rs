@@ -223,27 +223,22 @@ fn build_subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let base = Registry::default()
-        .with(filter)
-        .with(json.then_some(json::JsonFieldsLayer));
-    let fmt_layer = if json {
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_ansi(false)
-            .fmt_fields(json::NoFields)
-            .event_format(FcLines(json::GcpJsonFormat::new(gcp_project)))
-            .boxed()
+    let base = Registry::default().with(filter);
+    if json {
+        base.with(json::JsonLayer::new(writer, gcp_project).boxed())
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_ansi(ansi)
-            .event_format(FcLines(tracing_subscriber::fmt::format()))
-            .boxed()
-    };
-    base.with(fmt_layer)
+        base.with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(ansi)
+                .event_format(FcLines(tracing_subscriber::fmt::format()))
+                .boxed(),
+        )
+    }
 }
 
-/// Wraps an event format so that [`FC_TARGET`] events are written as their bare message.
+/// Wraps the text format so that [`FC_TARGET`] events are written as their bare message (the
+/// JSON layer does the same itself).
 struct FcLines<F>(F);
 
 impl<S, N, F> FormatEvent<S, N> for FcLines<F>
@@ -269,7 +264,7 @@ where
 }
 
 /// Extracts an event's `message` field and ignores the rest.
-struct MessageOnly(String);
+pub(crate) struct MessageOnly(pub(crate) String);
 
 impl Visit for MessageOnly {
     fn record_str(&mut self, field: &Field, value: &str) {

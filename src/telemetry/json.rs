@@ -2,25 +2,28 @@
 //! turns into severity, message, trace correlation and searchable fields (and which stays one
 //! greppable line on the other platforms).
 //!
-//! Two pieces cooperate. [`JsonFieldsLayer`] keeps each span's fields as JSON values in the
-//! span's extensions, updated by `Span::record`, because the fmt layer only keeps them as
-//! pre-rendered text. [`GcpJsonFormat`] then writes an event as
+//! [`JsonLayer`] is the whole format: it keeps each span's fields as JSON values in the span's
+//! extensions (updated by `Span::record`), and writes each event as
 //! `{"time","severity","message","target", <span fields outermost first>, <event fields>}`, with
-//! inner values overriding outer ones, and derives Cloud Logging's special
-//! `logging.googleapis.com/*` keys from the `trace_id`, `span_id` and `trace_sampled` fields.
+//! inner values overriding outer ones, plus Cloud Logging's special `logging.googleapis.com/*`
+//! keys derived from the `trace_id`, `span_id` and `trace_sampled` fields. It stands in for
+//! tracing-subscriber's fmt layer rather than plugging a format into it: every RPC writes a line,
+//! and the fmt layer's per-span text fields and per-event buffer copies were pure overhead here.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::io;
 use std::time::SystemTime;
 
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormattedFields};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
+
+use super::{FC_TARGET, MessageOnly};
 
 /// Keys this format owns; a span or event field with one of these names is written as
 /// `fields.<name>` so it can neither clobber them nor be lost.
@@ -109,14 +112,27 @@ impl Visit for JsonVisitor<'_> {
     }
 }
 
-/// A [`Layer`] that stores every span's fields as JSON values in the span's extensions (on
-/// creation, and again on each `Span::record`) for [`GcpJsonFormat`] to read.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct JsonFieldsLayer;
+/// The JSON format as a [`Layer`], writing each line to `W` (the stdout writer, or a buffer in
+/// tests). Events with target [`FC_TARGET`] are written as their bare message.
+pub(crate) struct JsonLayer<W> {
+    make_writer: W,
+    /// GCP project used to build the fully qualified trace name Cloud Logging expects.
+    gcp_project: Option<String>,
+}
 
-impl<S> Layer<S> for JsonFieldsLayer
+impl<W> JsonLayer<W> {
+    pub(crate) fn new(make_writer: W, gcp_project: Option<String>) -> Self {
+        JsonLayer {
+            make_writer,
+            gcp_project,
+        }
+    }
+}
+
+impl<S, W> Layer<S> for JsonLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
@@ -142,59 +158,22 @@ where
             }
         }
     }
-}
 
-/// A field formatter that renders nothing: in JSON mode the fmt layer's own text rendering of
-/// span fields would be pure overhead, since [`JsonFieldsLayer`] keeps them instead.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct NoFields;
-
-impl<'w> FormatFields<'w> for NoFields {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(
-        &self,
-        _writer: Writer<'w>,
-        _fields: R,
-    ) -> fmt::Result {
-        Ok(())
-    }
-
-    fn add_fields(
-        &self,
-        _current: &'w mut FormattedFields<Self>,
-        _fields: &Record<'_>,
-    ) -> fmt::Result {
-        Ok(())
-    }
-}
-
-/// The [`FormatEvent`] that writes an event as one Cloud Logging JSON object per line.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct GcpJsonFormat {
-    /// GCP project used to build the fully qualified trace name Cloud Logging expects.
-    gcp_project: Option<String>,
-}
-
-impl GcpJsonFormat {
-    pub(crate) fn new(gcp_project: Option<String>) -> Self {
-        GcpJsonFormat { gcp_project }
-    }
-}
-
-impl<S, N> FormatEvent<S, N> for GcpJsonFormat
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        // The fields are borrowed from the spans' extensions and the event, not copied: this runs
-        // for every RPC's finish line, and copying each value cost more than writing it.
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        // Written straight into the writer: a line is dozens of small writes, all monomorphic.
+        let mut out = IoFmt(self.make_writer.make_writer_for(metadata));
+        // There is nowhere to report a failing log writer; the stdout writer never fails.
+        if metadata.target() == FC_TARGET {
+            let mut message = MessageOnly(String::new());
+            event.record(&mut message);
+            let _ = out.write_str(&message.0);
+            let _ = out.write_char('\n');
+            return;
+        }
+        // The fields are borrowed from the spans' extensions and the event, not copied.
         let spans: Vec<_> = ctx
-            .event_scope()
+            .event_scope(event)
             .map(|scope| scope.from_root().collect())
             .unwrap_or_default();
         let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
@@ -215,20 +194,24 @@ where
             Some(other) => Cow::Owned(other.to_string()),
             None => Cow::Borrowed(""),
         };
-        let metadata = event.metadata();
-        // Built in a local buffer and handed over in one piece: each write to `writer` is a
-        // dynamic call, and a line is dozens of small writes.
-        let mut line = String::with_capacity(320);
-        write_line(
-            &mut line,
+        let _ = write_line(
+            &mut out,
             SystemTime::now(),
             metadata.level(),
             &message,
             metadata.target(),
             &fields,
             self.gcp_project.as_deref(),
-        )?;
-        writer.write_str(&line)
+        );
+    }
+}
+
+/// An `io::Write` as a `fmt::Write`.
+struct IoFmt<W>(W);
+
+impl<W: io::Write> fmt::Write for IoFmt<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0.write_all(text.as_bytes()).map_err(|_| fmt::Error)
     }
 }
 
@@ -356,7 +339,7 @@ fn write_json_str<W: fmt::Write>(out: &mut W, text: &str) -> fmt::Result {
 fn write_json_escaped<W: fmt::Write>(out: &mut W, text: &str) -> fmt::Result {
     // Nearly every string needs no escaping (ids, paths, messages). A fold with no early exit
     // compiles to a vector loop, far cheaper than a branch on every byte.
-    let needs_escape = |byte: u8| byte < 0x20 || byte == b'"' || byte == b'\\';
+    let needs_escape = |byte: u8| (byte < 0x20) | (byte == b'"') | (byte == b'\\');
     if !text
         .bytes()
         .fold(false, |any, byte| any | needs_escape(byte))
