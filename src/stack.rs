@@ -61,12 +61,12 @@ pub(crate) fn build(grpc: Routes, http: axum::Router, settings: &StackSettings) 
         .layer(AuthLayer::new(settings.auth_token.clone()))
         // Refuse beyond the instance concurrency at once, before any work is done.
         .layer(AdmissionLayer::new(settings.concurrency))
-        // The connection must close now (drain timeout, max connection age): UNAVAILABLE.
-        .layer(InterruptLayer::new(Drain))
-        // Innermost, so the timer covers exactly the handler and its response stream.
-        .layer(InterruptLayer::new(Deadline::new(
-            settings.timeout,
-            settings.timeout_margin,
+        // Innermost, so what ends an RPC early covers exactly the handler and its response
+        // stream: the connection must close now (drain timeout, max connection age), which is
+        // UNAVAILABLE, or the deadline passed, which is DEADLINE_EXCEEDED.
+        .layer(InterruptLayer::new((
+            Drain,
+            Deadline::new(settings.timeout, settings.timeout_margin),
         )))
         .service(grpc);
 

@@ -40,11 +40,21 @@ pub struct StallWatch(Arc<Stalls>);
 
 #[derive(Debug, Default)]
 struct Stalls {
-    /// (time, sequence number): the sequence number keeps RPCs with the same time apart.
-    open: Mutex<BTreeSet<(Instant, u64)>>,
+    state: Mutex<StallState>,
     next: AtomicU64,
-    /// Woken when an RPC is entered that must end before all the others.
+    /// Woken when an RPC is entered that must end before the time the watcher sleeps until.
     earlier: Notify,
+}
+
+#[derive(Debug, Default)]
+struct StallState {
+    /// (time, sequence number): the sequence number keeps RPCs with the same time apart.
+    open: BTreeSet<(Instant, u64)>,
+    /// The time the watcher sleeps until, if it sleeps on a timer. It is kept even when the
+    /// RPC it was for has ended, so that the usual case (RPCs one after another, all with the
+    /// function's limit) enters them without waking the connection's task each time: the
+    /// watcher wakes then, finds the next one, and sleeps again.
+    armed: Option<Instant>,
 }
 
 /// One RPC's entry in its connection's [`StallWatch`]; dropping it removes the entry.
@@ -55,26 +65,25 @@ struct Entered {
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        self.watch.lock().remove(&self.key);
+        self.watch.lock().open.remove(&self.key);
     }
 }
 
 impl StallWatch {
-    fn lock(&self) -> MutexGuard<'_, BTreeSet<(Instant, u64)>> {
-        // A set of times: a panic elsewhere cannot leave it inconsistent.
-        self.0.open.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, StallState> {
+        // Times only: a panic elsewhere cannot leave them inconsistent.
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Enters an RPC that must be over by `at`.
     fn enter(&self, at: Instant) -> Entered {
         let key = (at, self.0.next.fetch_add(1, Ordering::Relaxed));
-        let earliest = {
-            let mut open = self.lock();
-            let earliest = open.first().is_none_or(|first| key < *first);
-            open.insert(key);
-            earliest
+        let wake = {
+            let mut state = self.lock();
+            state.open.insert(key);
+            state.armed.is_none_or(|armed| at < armed)
         };
-        if earliest {
+        if wake {
             self.0.earlier.notify_waiters();
         }
         Entered {
@@ -86,13 +95,21 @@ impl StallWatch {
     /// Resolves once an RPC entered here is still open past the time it was entered with.
     pub async fn overdue(&self) {
         loop {
-            // Registered before the set is read, so an earlier entry in between is not missed.
+            // Registered before the state is read, so an earlier entry in between is not missed.
             let earlier = self.0.earlier.notified();
             tokio::pin!(earlier);
             earlier.as_mut().enable();
-            let first = self.lock().first().map(|(at, _)| *at);
-            match first {
-                Some(at) if at <= Instant::now() => return,
+            let wake_at = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let first = state.open.first().map(|(at, _)| *at);
+                if first.is_some_and(|at| at <= now) {
+                    return;
+                }
+                state.armed = first.or(state.armed.filter(|armed| *armed > now));
+                state.armed
+            };
+            match wake_at {
                 Some(at) => tokio::select! {
                     () = sleep_until(at) => {}
                     () = earlier => {}
@@ -102,6 +119,9 @@ impl StallWatch {
         }
     }
 }
+
+/// The client's deadline, as a `HeaderName` so it is not parsed for every lookup.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// Arms a timer per RPC.
 #[derive(Clone, Debug)]
@@ -123,7 +143,7 @@ impl Trigger for Deadline {
     fn arm(&self, request: &Request<Body>) -> Option<Fire> {
         let client = request
             .headers()
-            .get("grpc-timeout")
+            .get(GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         let (after, whose) = match client {

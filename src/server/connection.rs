@@ -16,8 +16,8 @@
 //! one that still has not closed after that is dropped.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
@@ -71,12 +71,10 @@ pub(crate) enum ClosedBy {
 
 /// What the connection's task and its requests share.
 struct Shared {
-    /// Streams (requests) open now.
-    active: AtomicUsize,
-    /// Woken when `active` goes from 0 to 1 or from 1 to 0, all the idle timer cares about. A
-    /// `watch` of the count woke the connection's task twice per RPC, for nothing while other
-    /// streams stay open (the common case under load).
-    idle_changed: Notify,
+    /// Streams (requests) open now, and since when none has been. Nothing is woken when these
+    /// change: the idle timer reads them when it fires, so an RPC costs no wake-up of the
+    /// connection's task (a `watch` of the count woke it twice per RPC).
+    streams: Mutex<Streams>,
     /// The handshake completed: a full HTTP/2 preface, or a first HTTP/1.1 request.
     handshaken: watch::Sender<bool>,
     /// The connection speaks HTTP/2.
@@ -87,15 +85,19 @@ impl Shared {
     fn stream_started(self: &Arc<Self>) -> StreamGuard {
         self.handshaken
             .send_if_modified(|done| !std::mem::replace(done, true));
-        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.idle_changed.notify_waiters();
-        }
+        self.streams().open += 1;
         StreamGuard(self.clone())
     }
 
-    fn is_idle(&self) -> bool {
-        self.active.load(Ordering::Acquire) == 0
+    fn streams(&self) -> MutexGuard<'_, Streams> {
+        // Two plain values: a panic elsewhere cannot leave them inconsistent.
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+struct Streams {
+    open: usize,
+    idle_since: Instant,
 }
 
 /// Marks one stream open on its connection.
@@ -103,8 +105,10 @@ struct StreamGuard(Arc<Shared>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle_changed.notify_waiters();
+        let mut streams = self.0.streams();
+        streams.open = streams.open.saturating_sub(1);
+        if streams.open == 0 {
+            streams.idle_since = Instant::now();
         }
     }
 }
@@ -121,8 +125,10 @@ pub(crate) async fn serve(
 ) -> ClosedBy {
     let _open = meter.connection_opened();
     let shared = Arc::new(Shared {
-        active: AtomicUsize::new(0),
-        idle_changed: Notify::new(),
+        streams: Mutex::new(Streams {
+            open: 0,
+            idle_since: Instant::now(),
+        }),
         handshaken: watch::Sender::new(false),
         h2: AtomicBool::new(false),
     });
@@ -233,18 +239,20 @@ async fn idle(shared: &Shared, timeout: Option<Duration>) {
         return std::future::pending().await;
     };
     loop {
-        // Registered before the count is read, so a change in between is not missed.
-        let changed = shared.idle_changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if shared.is_idle() {
-            tokio::select! {
-                () = tokio::time::sleep(timeout) => return,
-                () = changed => {}
+        // Streams open now: the connection cannot be idle before `timeout` from now. Otherwise
+        // it is idle at `timeout` after the last one ended, unless one starts before then.
+        let at = {
+            let streams = shared.streams();
+            if streams.open > 0 {
+                Instant::now() + timeout
+            } else {
+                streams.idle_since + timeout
             }
-        } else {
-            changed.await;
+        };
+        if at <= Instant::now() {
+            return;
         }
+        sleep_until(at).await;
     }
 }
 
