@@ -1,8 +1,11 @@
 """Fixtures for the attack suite: the real bootstrap binary on a free port with small limits, and
 the checks every case ends with (alive, still serving a well-behaved client, memory bounded).
 
-ATTACK_SCALE=long multiplies every attack's iterations and durations by 100 (the bench's long
-run, `bench/attacks.sh`); the default is the fast run `make test` does.
+ATTACK_SCALE=long (`make bench-attacks`) multiplies every attack's count by 100: frames in a
+flood, connections, malformed requests, drain rounds. The cases bound by the server's own timers
+(a zero-window stall cut at the deadline, an idle connection's GOAWAY, the header-size limit)
+run once either way: repeating them would measure the same timer again. The default is the
+fast run `make test` does.
 """
 
 import os
