@@ -35,6 +35,30 @@ pub fn code_in(headers: &HeaderMap) -> Option<Code> {
         .map(|v| Code::from_bytes(v.as_bytes()))
 }
 
+/// A code's name as the logs show it (`Ok`, `DeadlineExceeded`: its `Debug` text), without
+/// formatting anything: every RPC's finish line carries one.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
 /// Whether a request is gRPC (as opposed to an HTTP/1.1 probe or hook), by its content type.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
@@ -45,6 +69,14 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_names_are_the_debug_names() {
+        for n in 0..=16 {
+            let code = Code::from_i32(n);
+            assert_eq!(code_name(code), format!("{code:?}"));
+        }
+    }
 
     #[test]
     fn trailers_carry_code_and_message() {

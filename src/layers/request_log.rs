@@ -140,7 +140,7 @@ impl Finish {
         tracing::info!(
             parent: &self.span,
             code = code as i32,
-            status = ?code,
+            status = status::code_name(code),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0,
             peer = self.peer.as_deref(),
             "rpc finished"
