@@ -84,8 +84,8 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-bench: ## Benchmark against a bare tonic server and grpc-go; writes bench/RESULTS.md
-	SUDO=$(SUDO) CARGO=$(CARGO) bench/run.sh
+bench: ## Benchmark against a bare tonic server and grpc-go; writes bench/RESULTS.md (ARGS="--rounds 5")
+	SUDO=$(SUDO) CARGO=$(CARGO) bench/run.sh $(ARGS)
 
 fuzz: ## Run each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) and fail on a crash
 	bench/fuzz.sh

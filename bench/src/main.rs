@@ -26,6 +26,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+mod drain_load;
+
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
 const USAGE: &str = "usage: bench --bootstrap BIN --static BIN --floor BIN [--go BIN] [--zip FILE] \
@@ -103,6 +105,10 @@ impl Args {
             work: std::env::temp_dir().join(format!("bench-{}", std::process::id())),
         };
         while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             let value = get(&flag, &mut it)?;
             match flag.as_str() {
                 "--bootstrap" => bootstrap = Some(PathBuf::from(value)),
@@ -150,6 +156,10 @@ struct Server {
     kind: Kind,
     port: u16,
     child: Child,
+    /// Where a bootstrap's log goes (its own file, so its drain summary can be read).
+    log: Option<PathBuf>,
+    /// Health Checks answered while waiting for SERVING: RPCs the bootstrap counts too.
+    checks_answered: u64,
 }
 
 impl Server {
@@ -164,11 +174,14 @@ impl Server {
             .arg(port.to_string())
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        let mut log_path = None;
         if kind.is_bootstrap() {
+            let path = args.work.join(format!("bootstrap-{port}.log"));
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(args.work.join("bootstrap.log"))?;
+                .open(&path)?;
+            log_path = Some(path);
             command.args(["--log-level", "info", "--log-format", "json"]);
             // clap refuses a flag given twice, so a caller's own --concurrency replaces ours.
             if !extra.contains(&"--concurrency") {
@@ -179,7 +192,13 @@ impl Server {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
         let child = command.spawn()?;
-        Ok(Server { kind, port, child })
+        Ok(Server {
+            kind,
+            port,
+            child,
+            log: log_path,
+            checks_answered: 0,
+        })
     }
 
     /// Starts `kind` and waits until health says SERVING; returns the time from exec.
@@ -216,6 +235,7 @@ impl Server {
                         service: String::new(),
                     })
                     .await;
+                self.checks_answered += u64::from(reply.is_ok());
                 if reply.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
                     return Ok(());
                 }
@@ -574,6 +594,7 @@ struct Figures {
     zip: Option<f64>,
     drain_idle: Vec<(Kind, Vec<f64>)>,
     drain_conns: Vec<(Kind, Vec<f64>)>,
+    drain_load: Vec<(Kind, Vec<drain_load::DrainLoad>)>,
 }
 
 fn entry<T: Default>(list: &mut Vec<(Kind, T)>, kind: Kind) -> &mut T {
@@ -707,6 +728,18 @@ async fn measure(args: &Args) -> Result<Figures> {
             let took = server.drain().await?;
             entry(&mut f.drain_conns, kind).push(took.as_secs_f64() * 1e3);
             drop(channels);
+        }
+    }
+
+    // Drain under load, at the concurrency limit.
+    for round in 0..args.rounds {
+        for kind in [Kind::Bootstrap, Kind::Static] {
+            let run = drain_load::measure(args, kind).await?;
+            log(&format!(
+                "drain under load round {round} {}: {run:?}",
+                kind.label()
+            ));
+            entry(&mut f.drain_load, kind).push(run);
         }
     }
 
@@ -880,6 +913,53 @@ fn render(args: &Args, f: &Figures) -> String {
         &medians(&f.drain_conns),
         &ms,
     );
+    let load_sum = |figure: fn(&drain_load::DrainLoad) -> f64| -> Vec<(Kind, f64)> {
+        f.drain_load
+            .iter()
+            .map(|(k, runs)| (*k, runs.iter().map(figure).sum()))
+            .collect()
+    };
+    let load_ms: Vec<(Kind, Vec<f64>)> = f
+        .drain_load
+        .iter()
+        .map(|(k, runs)| (*k, runs.iter().map(|r| r.drain_ms).collect()))
+        .collect();
+    let rounds = f.drain_load.first().map_or(0, |(_, runs)| runs.len());
+    row(
+        &mut out,
+        &kinds,
+        &format!("Drain under load: SIGTERM to exit (median of {rounds})"),
+        &medians(&load_ms),
+        &ms,
+    );
+    let load_rows: [(&str, fn(&drain_load::DrainLoad) -> f64); 6] = [
+        ("RPCs the server counted", |r| r.server_rpcs as f64),
+        ("RPCs answered to the clients with a status", |r| {
+            r.answered as f64
+        }),
+        (
+            "calls refused before reaching the server (retry-safe)",
+            |r| r.refused as f64,
+        ),
+        ("streams the drain timeout ended, server's count", |r| {
+            r.server_unavailable as f64
+        }),
+        ("streams the drain timeout ended, as the clients saw", |r| {
+            r.streams_unavailable as f64
+        }),
+        ("other outcomes (errors, cut without trailers)", |r| {
+            r.bad as f64
+        }),
+    ];
+    for (name, figure) in load_rows {
+        row(
+            &mut out,
+            &kinds,
+            &format!("Drain under load, {rounds} rounds: {name}"),
+            &load_sum(figure),
+            &plain,
+        );
+    }
     if let Some(zip) = f.zip {
         let _ = writeln!(out, "\nbootstrap.zip: {zip:.0} bytes ({}).", mib(zip));
     }
@@ -944,6 +1024,20 @@ fn render(args: &Args, f: &Figures) -> String {
             &format!("Drain, 500 idle connections, {} ≤ 200 ms", kind.label()),
             get(&drain_conns, kind).map(|v| (ms(v), v <= 200.0)),
         ));
+        let load = f.drain_load.iter().find(|(k, _)| *k == kind);
+        out.push_str(&target(
+            &format!(
+                "Drain under load, {}: every RPC accounted for",
+                kind.label()
+            ),
+            load.map(|(_, runs)| {
+                let good = runs.iter().filter(|r| r.accounted()).count();
+                (
+                    format!("{good} of {} rounds", runs.len()),
+                    good == runs.len(),
+                )
+            }),
+        ));
     }
     out
 }
@@ -1005,7 +1099,14 @@ scheduled start.\n\
 0.5 ms over a new connection); idle RSS read 100 ms later.\n\
 - 1,000 streams: 10 connections, each stream has sent one note; bootstrap with \
 `--concurrency 2000`.\n\
-- Drain: SIGTERM to process exit; 500 idle connections each made one call first.\n",
+- Drain: SIGTERM to process exit; 500 idle connections each made one call first.\n\
+- Drain under load: bootstrap at `--concurrency 16 --drain-timeout 2s`; h2load (2 connections \
+× 16 streams), 8 tonic SayHello callers and 4 RouteChat streams (a note every 100 ms) drive it, \
+then SIGTERM. \"Answered\" is every OK, RESOURCE_EXHAUSTED and server UNAVAILABLE the clients \
+saw (h2load's HTTP 200s); it must equal the RPCs the drain summary counted. \"Refused\" calls \
+(REFUSED_STREAM, GOAWAY, a closed connection) never reached the server.\n\
+- Soak: `make soak` runs 10 minutes of mixed load and attacks and writes `bench/SOAK.md` (RSS \
+and open descriptors over time, the drain summary at the end).\n",
         machine(),
         table,
         args.seconds,
