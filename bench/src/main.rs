@@ -99,7 +99,7 @@ impl Args {
             go: None,
             zip: None,
             out: PathBuf::from("bench/RESULTS.md"),
-            rounds: 3,
+            rounds: 5,
             seconds: 3,
             starts: 20,
             work: std::env::temp_dir().join(format!("bench-{}", std::process::id())),
