@@ -79,6 +79,10 @@ impl Counts {
             self.answered.fetch_add(1, Ordering::Relaxed);
             return false;
         };
+        if refused_by_goaway(status) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
         match status.code() {
             Code::ResourceExhausted => {
                 self.answered.fetch_add(1, Ordering::Relaxed);
@@ -100,6 +104,20 @@ impl Counts {
             }
         }
     }
+}
+
+/// A call the server's GOAWAY (NO_ERROR) refused: sent on a stream above the GOAWAY's last
+/// stream id, so never processed and safe to retry. tonic reports it as INTERNAL ("h2 protocol
+/// error"), which is why the error chain is read rather than the code.
+fn refused_by_goaway(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// One drain of `kind` under load.

@@ -913,7 +913,7 @@ fn render(args: &Args, f: &Figures) -> String {
         &medians(&f.drain_conns),
         &ms,
     );
-    let load_sum = |figure: fn(&drain_load::DrainLoad) -> f64| -> Vec<(Kind, f64)> {
+    let load_sum = |figure: &dyn Fn(&drain_load::DrainLoad) -> f64| -> Vec<(Kind, f64)> {
         f.drain_load
             .iter()
             .map(|(k, runs)| (*k, runs.iter().map(figure).sum()))
@@ -932,7 +932,8 @@ fn render(args: &Args, f: &Figures) -> String {
         &medians(&load_ms),
         &ms,
     );
-    let load_rows: [(&str, fn(&drain_load::DrainLoad) -> f64); 6] = [
+    type Figure = fn(&drain_load::DrainLoad) -> f64;
+    let load_rows: [(&str, Figure); 6] = [
         ("RPCs the server counted", |r| r.server_rpcs as f64),
         ("RPCs answered to the clients with a status", |r| {
             r.answered as f64
@@ -956,7 +957,7 @@ fn render(args: &Args, f: &Figures) -> String {
             &mut out,
             &kinds,
             &format!("Drain under load, {rounds} rounds: {name}"),
-            &load_sum(figure),
+            &load_sum(&figure),
             &plain,
         );
     }
