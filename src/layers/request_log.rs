@@ -258,3 +258,16 @@ impl http_body::Body for LoggedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_show_ipv4_peers_as_ipv4() {
+        let shown = |addr: &str| PeerAddr::new(addr.parse().unwrap()).0.to_string();
+        assert_eq!(shown("[::ffff:10.1.2.3]:443"), "10.1.2.3:443");
+        assert_eq!(shown("10.1.2.3:443"), "10.1.2.3:443");
+        assert_eq!(shown("[2001:db8::1]:8089"), "[2001:db8::1]:8089");
+    }
+}
