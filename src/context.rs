@@ -23,6 +23,13 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Google's legacy trace header, still sent by some Google front ends.
 pub const CLOUD_TRACE_CONTEXT_HEADER: &str = "x-cloud-trace-context";
 
+// The same names as `HeaderName`s, for lookups: a `&str` name is parsed on every lookup.
+const FC_REQUEST_ID: HeaderName = HeaderName::from_static(FC_REQUEST_ID_HEADER);
+/// `x-request-id` as a `HeaderName`, also the response header that carries the id back.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
+const CLOUD_TRACE_CONTEXT: HeaderName = HeaderName::from_static(CLOUD_TRACE_CONTEXT_HEADER);
+
 /// Longest header value accepted as a request id; longer values would bloat every log line and
 /// are more likely garbage or an attack than a real id.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -55,11 +62,6 @@ impl RequestContext {
     /// trace id (from `traceparent`, else `x-cloud-trace-context`), then a generated id. The trace
     /// comes from `traceparent` when it parses, else from `x-cloud-trace-context`.
     pub fn from_headers(headers: &HeaderMap) -> RequestContext {
-        // Looked up by `HeaderName` rather than `&str`, which would parse the name on every call.
-        const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
-        const CLOUD_TRACE_CONTEXT: HeaderName = HeaderName::from_static(CLOUD_TRACE_CONTEXT_HEADER);
-        const FC_REQUEST_ID: HeaderName = HeaderName::from_static(FC_REQUEST_ID_HEADER);
-        const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
         let trace = header_str(headers, &TRACEPARENT)
             .and_then(parse_traceparent)
             .or_else(|| {

@@ -230,37 +230,24 @@ pub async fn measure(args: &Args, kind: Kind) -> Result<DrainLoad> {
 
     let summary = std::fs::read_to_string(&log)?
         .lines()
-        .rfind(|l| l.contains("\"drain summary\""))
-        .ok_or("no drain summary in the bootstrap's log")?
-        .to_string();
-    let number = |key: &str| -> Result<u64> {
-        let at = summary
-            .find(&format!("\"{key}\":"))
-            .ok_or_else(|| format!("no {key} in the drain summary"))?;
-        let digits: String = summary[at + key.len() + 3..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        Ok(digits.parse()?)
+        .rev()
+        .find_map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).ok()?;
+            (line["message"] == "drain summary").then_some(line)
+        })
+        .ok_or("no drain summary in the bootstrap's log")?;
+    let number = |key: &str| {
+        summary[key]
+            .as_u64()
+            .ok_or_else(|| format!("no {key} in the drain summary"))
     };
-    let h2load_count = |what: &str| -> u64 {
-        loaded
-            .lines()
-            .filter(|l| l.starts_with("requests:") || l.starts_with("status codes:"))
-            .flat_map(|l| l.split_once(':').map(|(_, v)| v).unwrap_or("").split(','))
-            .find_map(|part| {
-                let (n, name) = part.trim().split_once(' ')?;
-                (name == what).then(|| n.parse().ok()).flatten()
-            })
-            .unwrap_or(0)
-    };
-    let h2load_answered = h2load_count("2xx");
+    let loaded = crate::parse_h2load(&loaded)?;
     // h2load's requests that got no HTTP 200: refused streams, the GOAWAY, the closed socket.
-    let h2load_refused = h2load_count("started").saturating_sub(h2load_answered);
+    let h2load_refused = loaded.started.saturating_sub(loaded.ok_2xx);
     Ok(DrainLoad {
         drain_ms: drain.as_secs_f64() * 1e3,
         server_rpcs: number("unary_rpcs")? + number("streaming_rpcs")?,
-        answered: counts.answered.load(Ordering::Relaxed) + h2load_answered + checks,
+        answered: counts.answered.load(Ordering::Relaxed) + loaded.ok_2xx + checks,
         refused: counts.refused.load(Ordering::Relaxed) + h2load_refused,
         server_unavailable: number("rpcs_ended_unavailable")?,
         streams_unavailable: counts.streams_unavailable.load(Ordering::Relaxed),

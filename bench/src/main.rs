@@ -310,8 +310,10 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 #[derive(Debug, Default, Clone, Copy)]
 struct H2load {
     rps: f64,
+    started: u64,
     done: u64,
     succeeded: u64,
+    ok_2xx: u64,
     not_2xx: u64,
 }
 
@@ -338,13 +340,16 @@ fn parse_h2load(out: &str) -> Result<H2load> {
     }
     for (what, n) in pairs(line("requests:")?) {
         match what.as_str() {
+            "started" => counts.started = n as u64,
             "done" => counts.done = n as u64,
             "succeeded" => counts.succeeded = n as u64,
             _ => {}
         }
     }
     for (what, n) in pairs(line("status codes:")?) {
-        if what != "2xx" {
+        if what == "2xx" {
+            counts.ok_2xx = n as u64;
+        } else {
             counts.not_2xx += n as u64;
         }
     }

@@ -16,7 +16,6 @@
 //! rather than a timer task per RPC, because an RPC's cost is what the bootstrap is measured by.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,7 +40,6 @@ pub struct StallWatch(Arc<Stalls>);
 #[derive(Debug, Default)]
 struct Stalls {
     state: Mutex<StallState>,
-    next: AtomicU64,
     /// Woken when an RPC is entered that must end before the time the watcher sleeps until.
     earlier: Notify,
 }
@@ -50,6 +48,8 @@ struct Stalls {
 struct StallState {
     /// (time, sequence number): the sequence number keeps RPCs with the same time apart.
     open: BTreeSet<(Instant, u64)>,
+    /// The next sequence number.
+    next: u64,
     /// The time the watcher sleeps until, if it sleeps on a timer. It is kept even when the
     /// RPC it was for has ended, so that the usual case (RPCs one after another, all with the
     /// function's limit) enters them without waking the connection's task each time: the
@@ -77,11 +77,12 @@ impl StallWatch {
 
     /// Enters an RPC that must be over by `at`.
     fn enter(&self, at: Instant) -> Entered {
-        let key = (at, self.0.next.fetch_add(1, Ordering::Relaxed));
-        let wake = {
+        let (key, wake) = {
             let mut state = self.lock();
+            let key = (at, state.next);
+            state.next += 1;
             state.open.insert(key);
-            state.armed.is_none_or(|armed| at < armed)
+            (key, state.armed.is_none_or(|armed| at < armed))
         };
         if wake {
             self.0.earlier.notify_waiters();

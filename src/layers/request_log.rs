@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::context::{REQUEST_ID_HEADER, RequestContext};
+use crate::context::{self, RequestContext};
 use crate::status;
 
 /// The peer's address as the finish line shows it, put in each request's extensions by its
@@ -180,8 +180,7 @@ where
             // Every id is new, so HPACK indexing it would only push useful entries out of both
             // sides' tables (and cost a table update per response): send it as never indexed.
             value.set_sensitive(true);
-            const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
-            response.headers_mut().insert(REQUEST_ID, value);
+            response.headers_mut().insert(context::REQUEST_ID, value);
         }
         // A trailers-only response (an error before any message) has its status in the headers.
         let code = status::code_in(response.headers());

@@ -41,15 +41,20 @@ pub(crate) struct JsonFields(Vec<(&'static str, Value)>);
 
 impl JsonFields {
     fn set(&mut self, name: &'static str, value: Value) {
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
-        }
+        set_in_place(&mut self.0, name, value);
     }
 
     fn take(&mut self, name: &str) -> Option<Value> {
         let index = self.0.iter().position(|(n, _)| *n == name)?;
         Some(self.0.remove(index).1)
+    }
+}
+
+/// Replaces the value of `name` where it stands, or appends it: field order is declaration order.
+fn set_in_place<'n, V>(fields: &mut Vec<(&'n str, V)>, name: &'n str, value: V) {
+    match fields.iter_mut().find(|(n, _)| *n == name) {
+        Some(slot) => slot.1 = value,
+        None => fields.push((name, value)),
     }
 }
 
@@ -224,10 +229,7 @@ struct FieldRefs<'a>(Vec<(&'a str, &'a Value)>);
 
 impl<'a> FieldRefs<'a> {
     fn set(&mut self, name: &'a str, value: &'a Value) {
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
-        }
+        set_in_place(&mut self.0, name, value);
     }
 
     fn get(&self, name: &str) -> Option<&'a Value> {
